@@ -1,0 +1,46 @@
+# Front door: `make run` (the main job on the embedded defaults) and `make test`.
+# Needs only python3 and make: uv is installed into .tools/ and the locked environment into .venv/.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+CLAIMS ?= 200000
+DATA := data/claims.parquet
+export UV_PYTHON_DOWNLOADS := never
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+
+.PHONY: run train data test test-fast bench clean
+
+run: train
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-groups --python $(PYTHON)
+	@touch $@
+
+data: $(DATA)
+
+$(DATA): | $(VENV)/.synced
+	@mkdir -p data
+	$(BIN)/claimtriage generate --claims $(CLAIMS) --seed 0 --out $(DATA)
+
+train: $(DATA) | $(VENV)/.synced
+	$(BIN)/claimtriage train --data $(DATA)
+
+test: $(VENV)/.synced
+	$(BIN)/python -m pytest
+
+test-fast: $(VENV)/.synced
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(VENV)/.synced
+	$(BIN)/python benchmarks/bench_generate.py
+	$(BIN)/python benchmarks/bench_features.py
+
+clean:
+	rm -rf data mlflow.db mlartifacts .pytest_cache

@@ -1,0 +1,206 @@
+"""The feature builder: canonical claims (plus entity history) in, a numeric model matrix out.
+
+Shaped like a scikit-learn transformer: `fit` learns what it needs from training claims only
+(category vocabularies, typical amounts per loss type, which features the data can support);
+`transform` is pure given that state, for one claim or millions, offline and online alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+import pandas as pd
+
+from features.history import history_feature_requirements, history_features
+from features.schema import FIELD_NAMES
+
+SECONDS_PER_DAY = 86_400
+Kind = Literal["numeric", "categorical"]
+Columns = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One model feature: its name, kind, the claim fields it needs and how an adjuster reads it."""
+
+    name: str
+    kind: Kind
+    requires: tuple[str, ...]
+    label: str
+    unit: str = ""
+    source: str = "claim"  # claim | history | passthrough
+
+
+def _days(cols: Columns, later: str, earlier: str) -> np.ndarray:
+    return cols[later] - cols[earlier]
+
+
+def _ratio(cols: Columns, top: str, bottom: str) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = cols[top] / cols[bottom]
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+def _hour_of_day(days: np.ndarray) -> np.ndarray:
+    # Round to whole seconds first: days are float, and 10:00 must not read as 9.999 h.
+    seconds_into_day = np.round(np.mod(days, 1.0) * SECONDS_PER_DAY)
+    return np.floor(seconds_into_day / 3600)
+
+
+def _weekday(days: np.ndarray) -> np.ndarray:
+    # Day 0 of our epoch (1900-01-01) was a Monday, so Monday = 0 as in Python's weekday().
+    return np.where(np.isnan(days), np.nan, np.mod(np.floor(days), 7))
+
+
+CLAIM_FEATURES: dict[str, tuple[FeatureSpec, Callable[[Columns], np.ndarray]]] = {
+    spec.name: (spec, fn) for spec, fn in [
+        (FeatureSpec("line_of_business", "categorical", ("line_of_business",), "line of business"),
+         lambda c: c["line_of_business"]),
+        (FeatureSpec("loss_type", "categorical", ("loss_type",), "type of loss"), lambda c: c["loss_type"]),
+        (FeatureSpec("region", "categorical", ("region",), "region"), lambda c: c["region"]),
+        (FeatureSpec("claim_amount", "numeric", ("claim_amount",), "amount claimed", "currency"),
+         lambda c: c["claim_amount"]),
+        (FeatureSpec("amount_to_typical_for_loss_type", "numeric", ("claim_amount", "loss_type"),
+                     "amount compared with the typical claim of this loss type", "times"),
+         lambda c: c["amount_to_typical_for_loss_type"]),
+        (FeatureSpec("amount_to_premium", "numeric", ("claim_amount", "annual_premium"),
+                     "amount compared with the annual premium", "times"),
+         lambda c: _ratio(c, "claim_amount", "annual_premium")),
+        (FeatureSpec("amount_to_coverage_limit", "numeric", ("claim_amount", "coverage_limit"),
+                     "amount as a share of the coverage limit", "share"),
+         lambda c: _ratio(c, "claim_amount", "coverage_limit")),
+        (FeatureSpec("deductible", "numeric", ("deductible",), "deductible", "currency"), lambda c: c["deductible"]),
+        (FeatureSpec("coverage_limit", "numeric", ("coverage_limit",), "coverage limit", "currency"),
+         lambda c: c["coverage_limit"]),
+        (FeatureSpec("annual_premium", "numeric", ("annual_premium",), "annual premium", "currency"),
+         lambda c: c["annual_premium"]),
+        (FeatureSpec("policy_age_days", "numeric", ("loss_date", "policy_start_date"),
+                     "days from policy start to the loss", "days"),
+         lambda c: _days(c, "loss_date", "policy_start_date")),
+        (FeatureSpec("report_delay_days", "numeric", ("report_date", "loss_date"),
+                     "days from the loss to the report", "days"),
+         lambda c: _days(c, "report_date", "loss_date")),
+        (FeatureSpec("loss_weekday", "numeric", ("loss_date",), "weekday of the loss (Monday = 0)"),
+         lambda c: _weekday(c["loss_date"])),
+        (FeatureSpec("report_hour", "numeric", ("report_date",), "hour of day the claim was reported"),
+         lambda c: _hour_of_day(c["report_date"])),
+        (FeatureSpec("loss_hour", "numeric", ("loss_hour",), "hour of day of the loss"), lambda c: c["loss_hour"]),
+        (FeatureSpec("police_report", "numeric", ("police_report",), "police report filed"),
+         lambda c: c["police_report"]),
+        (FeatureSpec("attorney_involved", "numeric", ("attorney_involved",), "attorney involved"),
+         lambda c: c["attorney_involved"]),
+        (FeatureSpec("witnesses", "numeric", ("witnesses",), "number of witnesses"), lambda c: c["witnesses"]),
+        (FeatureSpec("injuries", "numeric", ("injuries",), "number of injuries"), lambda c: c["injuries"]),
+        (FeatureSpec("vehicles_involved", "numeric", ("vehicles_involved",), "vehicles involved"),
+         lambda c: c["vehicles_involved"]),
+        (FeatureSpec("claimant_age", "numeric", ("claimant_age",), "claimant's age", "years"),
+         lambda c: c["claimant_age"]),
+        (FeatureSpec("customer_tenure_days", "numeric", ("loss_date", "customer_since"),
+                     "days the claimant had been a customer at the loss", "days"),
+         lambda c: _days(c, "loss_date", "customer_since")),
+    ]
+}
+
+_HISTORY_LABELS = {
+    "claimant_claims_90d": "claims by the same claimant in the previous 90 days",
+    "claimant_claims_365d": "claims by the same claimant in the previous 365 days",
+    "policy_claims_90d": "claims on the same policy in the previous 90 days",
+    "policy_claims_365d": "claims on the same policy in the previous 365 days",
+    "provider_claims_90d": "claims handled by the same provider in the previous 90 days",
+    "provider_claims_365d": "claims handled by the same provider in the previous 365 days",
+    "days_since_claimant_last_claim": "days since the claimant's previous claim",
+    "payee_account_other_claimants": "other claimants paid into the same bank account before",
+    "phone_other_claimants": "other claimants who gave the same phone number before",
+    "address_other_claimants": "other claimants at the same address before",
+}
+HISTORY_FEATURES: dict[str, FeatureSpec] = {
+    name: FeatureSpec(name, "numeric", needs, _HISTORY_LABELS[name], source="history")
+    for name, needs in history_feature_requirements().items()
+}
+
+
+class FeatureBuilder:
+    """Turns canonical claims into the model matrix; fit on training claims only."""
+
+    def __init__(self, passthrough_categorical: tuple[str, ...] = (), passthrough_numeric: tuple[str, ...] = ()):
+        self.passthrough_categorical = tuple(passthrough_categorical)
+        self.passthrough_numeric = tuple(passthrough_numeric)
+
+    def fit(self, claims: pd.DataFrame) -> "FeatureBuilder":
+        """Learn vocabularies and typical amounts; keep only features the data can support."""
+        present = {c for c in claims.columns if claims[c].notna().any()}
+        self.fields_seen_ = [f for f in FIELD_NAMES if f in present]
+        specs = [s for s, _ in CLAIM_FEATURES.values()] + list(HISTORY_FEATURES.values())
+        specs += [FeatureSpec(c, "categorical", (c,), c.replace("_", " "), source="passthrough")
+                  for c in self.passthrough_categorical]
+        specs += [FeatureSpec(c, "numeric", (c,), c.replace("_", " "), source="passthrough")
+                  for c in self.passthrough_numeric]
+        self.specs_ = [s for s in specs if set(s.requires) <= present]
+        self.feature_names_ = [s.name for s in self.specs_]
+        self.input_fields_ = sorted({f for s in self.specs_ for f in s.requires})
+        self.categories_ = {
+            s.name: np.sort(claims[s.requires[0]].dropna().astype("str").unique()).astype(object)
+            for s in self.specs_ if s.kind == "categorical"
+        }
+        self.typical_amount_ = self._typical_amounts(claims) if "loss_type" in present else {}
+        return self
+
+    @property
+    def categorical_indices_(self) -> list[int]:
+        return [i for i, s in enumerate(self.specs_) if s.kind == "categorical"]
+
+    @staticmethod
+    def _typical_amounts(claims: pd.DataFrame) -> dict[str, float]:
+        # The median, not the mean: a handful of catastrophic claims must not set "typical".
+        medians = claims.groupby(claims["loss_type"].astype("str"))["claim_amount"].median()
+        return {str(k): float(v) for k, v in medians.items()}
+
+    def transform(self, claims: pd.DataFrame, history: pd.DataFrame | None = None) -> np.ndarray:
+        """The float64 model matrix (rows = claims, columns = `feature_names_`)."""
+        cols = self._columns(claims)
+        wanted = [s.name for s in self.specs_ if s.source == "history"]
+        hist = history_features(claims, history, wanted) if wanted else {}
+        matrix = np.empty((len(claims), len(self.specs_)), dtype=np.float64)
+        for j, spec in enumerate(self.specs_):
+            if spec.source == "history":
+                matrix[:, j] = hist[spec.name]
+            elif spec.source == "passthrough":
+                matrix[:, j] = self._encode(spec, cols[spec.name]) if spec.kind == "categorical" else cols[spec.name]
+            else:
+                values = CLAIM_FEATURES[spec.name][1](cols)
+                matrix[:, j] = self._encode(spec, values) if spec.kind == "categorical" else values
+        return matrix
+
+    def transform_frame(self, claims: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The model matrix as a labelled frame (categories decoded), for notebooks and reports."""
+        frame = pd.DataFrame(self.transform(claims, history), columns=self.feature_names_, index=claims.index)
+        for name, cats in self.categories_.items():
+            codes = frame[name].to_numpy()
+            frame[name] = pd.Categorical.from_codes(np.where(np.isnan(codes), -1, codes).astype(int), categories=cats)
+        return frame
+
+    def _encode(self, spec: FeatureSpec, values: np.ndarray) -> np.ndarray:
+        codes = pd.Categorical(values, categories=self.categories_[spec.name]).codes.astype(np.float64)
+        codes[codes < 0] = np.nan  # unseen or missing category: LightGBM's missing branch
+        return codes
+
+    def _columns(self, claims: pd.DataFrame) -> Columns:
+        """Each needed input field as a float64 array (dates as days since 1900) or text array."""
+        cols: Columns = {}
+        for name in self.input_fields_:
+            series = claims[name]
+            if pd.api.types.is_datetime64_any_dtype(series.dtype):
+                secs = series.to_numpy(dtype="datetime64[s]")
+                days = (secs - np.datetime64("1900-01-01T00:00:00", "s")).astype(np.int64) / SECONDS_PER_DAY
+                cols[name] = np.where(np.isnat(secs), np.nan, days)
+            elif pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
+                cols[name] = series.to_numpy(dtype=np.float64, na_value=np.nan)
+            else:
+                cols[name] = series.to_numpy(dtype=object, na_value=None)
+        if "loss_type" in cols and "claim_amount" in cols:
+            typical = pd.Series(cols["loss_type"]).map(self.typical_amount_).to_numpy(dtype=np.float64, na_value=np.nan)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cols["amount_to_typical_for_loss_type"] = cols["claim_amount"] / typical
+        return cols

@@ -1,0 +1,107 @@
+"""Point-in-time history features per entity (claimant, policy, provider, payee, phone, address).
+
+Only claims reported strictly before a claim count towards its features, so a model never sees
+the future. The same vectorised code serves a training frame of millions (the frame is its own
+history) and one claim scored online against the store's history of its entities.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+SECONDS_PER_DAY = 86_400
+WINDOWS_DAYS = (90, 365)
+# Composite sort key = entity code << 34 | seconds since 1900: 2^34 s covers 544 years.
+_TIME_BITS = 34
+_EPOCH = np.datetime64("1900-01-01T00:00:00", "s")
+
+# entity -> (feature prefix, whether its windowed claim counts are features)
+COUNTED_ENTITIES = {"claimant_id": "claimant", "policy_id": "policy", "provider_id": "provider"}
+# Entities whose use by several distinct claimants is the signature of a ring.
+SHARED_ENTITIES = {"payee_account": "payee_account", "claimant_phone": "phone", "claimant_address": "address"}
+
+
+def history_feature_requirements() -> dict[str, tuple[str, ...]]:
+    """Each history feature and the claim fields it needs."""
+    needs: dict[str, tuple[str, ...]] = {}
+    for field, prefix in COUNTED_ENTITIES.items():
+        for days in WINDOWS_DAYS:
+            needs[f"{prefix}_claims_{days}d"] = (field, "report_date")
+    needs["days_since_claimant_last_claim"] = ("claimant_id", "report_date")
+    for field, prefix in SHARED_ENTITIES.items():
+        needs[f"{prefix}_other_claimants"] = (field, "claimant_id", "report_date")
+    return needs
+
+
+def history_features(claims: pd.DataFrame, history: pd.DataFrame | None = None,
+                     names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """History features for `claims`, counted over `history` (default: `claims` themselves).
+
+    A claim present in both (same claim_id) counts once: the version in `claims` is used.
+    Returns float64 arrays aligned with `claims`, restricted to `names` when given.
+    """
+    pool = _pool(claims, history)
+    targets = slice(len(pool) - len(claims), len(pool))
+    seconds = (pool["report_date"].to_numpy(dtype="datetime64[s]") - _EPOCH).astype(np.int64)
+    wanted = set(names) if names is not None else set(history_feature_requirements())
+    out: dict[str, np.ndarray] = {}
+    for field, prefix in COUNTED_ENTITIES.items():
+        if field in pool.columns and any(n.startswith(prefix + "_") or n.endswith("last_claim") for n in wanted):
+            out.update(_window_counts(pool[field], seconds, prefix, targets, wanted))
+    for field, prefix in SHARED_ENTITIES.items():
+        name = f"{prefix}_other_claimants"
+        if name in wanted and field in pool.columns:
+            out[name] = _other_claimants(pool[field], pool["claimant_id"], seconds)[targets]
+    return {k: v for k, v in out.items() if k in wanted}
+
+
+def _pool(claims: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFrame:
+    if history is None or len(history) == 0:
+        return claims
+    earlier = history.loc[~history["claim_id"].isin(claims["claim_id"])]
+    columns = [c for c in claims.columns if c in earlier.columns]
+    return pd.concat([earlier[columns], claims[columns]], ignore_index=True)
+
+
+def _codes(values: pd.Series) -> np.ndarray:
+    codes, _ = pd.factorize(values, use_na_sentinel=True)
+    return codes.astype(np.int64)
+
+
+def _window_counts(entity: pd.Series, seconds: np.ndarray, prefix: str, targets: slice,
+                   wanted: set[str]) -> dict[str, np.ndarray]:
+    """Claims of the same entity reported in [t - window, t), and days since the last one."""
+    codes = _codes(entity)
+    known = codes >= 0
+    keys = (codes << _TIME_BITS) + seconds
+    ordered = np.sort(keys[known])
+    own, t, k = keys[targets], seconds[targets], codes[targets] >= 0
+    before = np.searchsorted(ordered, own, side="left")
+    out = {}
+    for days in WINDOWS_DAYS:
+        start = np.searchsorted(ordered, own - days * SECONDS_PER_DAY, side="left")
+        out[f"{prefix}_claims_{days}d"] = np.where(k, before - start, np.nan).astype(np.float64)
+    if prefix == "claimant" and "days_since_claimant_last_claim" in wanted:
+        first_of_entity = np.searchsorted(ordered, (codes[targets] << _TIME_BITS), side="left")
+        has_prior = k & (before > first_of_entity)
+        previous = ordered[np.maximum(before - 1, 0)] & ((1 << _TIME_BITS) - 1)
+        out["days_since_claimant_last_claim"] = np.where(has_prior, (t - previous) / SECONDS_PER_DAY, np.nan)
+    return out
+
+
+def _other_claimants(entity: pd.Series, claimant: pd.Series, seconds: np.ndarray) -> np.ndarray:
+    """Distinct claimants other than this claim's who used the same entity in earlier claims."""
+    codes, people = _codes(entity), _codes(claimant)
+    known = (codes >= 0) & (people >= 0)
+    pair = pd.Series(seconds[known]).groupby([codes[known], people[known]], sort=False).min()
+    pair_entity = pair.index.get_level_values(0).to_numpy(dtype=np.int64)
+    first_seen = np.sort((pair_entity << _TIME_BITS) + pair.to_numpy(dtype=np.int64))
+    entity_start = np.searchsorted(first_seen, codes << _TIME_BITS, side="left")
+    users_before = np.searchsorted(first_seen, (codes << _TIME_BITS) + seconds, side="left") - entity_start
+    # Subtract the claimant's own earlier use of the entity: we count the *other* people.
+    own_first = pd.Series(pair.to_numpy(dtype=np.int64), index=pair.index)
+    lookup = pd.MultiIndex.from_arrays([codes, people])
+    own_seen = own_first.reindex(lookup).to_numpy(dtype=np.float64)
+    own_before = (own_seen < seconds).astype(np.int64)
+    return np.where(known, users_before - own_before, np.nan).astype(np.float64)

@@ -1,0 +1,307 @@
+"""Validation of claims against the canonical schema, a whole frame at a time.
+
+Every bad cell is reported (row, claim_id, column, value, reason); rows with no error come back
+typed and otherwise untouched. Nothing is dropped, coerced or imputed silently: a row is either
+valid as sent or listed in the report with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from features.schema import (
+    CLAIM_FIELDS,
+    EARLIEST_DATE,
+    LATEST_DATE,
+    LABEL_FIELDS,
+    ClaimField,
+)
+
+ERROR_COLUMNS = ("row", "claim_id", "column", "value", "reason")
+# A report date may run ahead of the scoring clock by clock skew between systems, not by more.
+FUTURE_TOLERANCE = pd.Timedelta(days=1)
+_TRUE_TEXT = frozenset({"true", "1"})
+_FALSE_TEXT = frozenset({"false", "0"})
+_MAX_VALUE_CHARS = 80  # values quoted in a report are cut to this, so a 10 MB string stays readable
+
+LABEL_SCHEMA: tuple[ClaimField, ...] = tuple(
+    ClaimField(name, "boolean", True, f"Outcome label {name}.") for name in LABEL_FIELDS
+)
+
+
+class ClaimValidationError(ValueError):
+    """Raised when claims fail validation; carries the full report."""
+
+    def __init__(self, report: "ValidationReport"):
+        self.report = report
+        super().__init__(report.summary())
+
+
+@dataclass
+class ValidationReport:
+    """What validation found: the typed valid rows and one entry per bad cell."""
+
+    n_rows: int
+    valid_mask: np.ndarray
+    claims: pd.DataFrame
+    errors: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(ERROR_COLUMNS)))
+
+    @property
+    def ok(self) -> bool:
+        """True when every row is valid."""
+        return bool(self.valid_mask.all())
+
+    @property
+    def n_invalid(self) -> int:
+        return int((~self.valid_mask).sum())
+
+    def summary(self, max_lines: int = 20) -> str:
+        """A readable report: counts, the commonest problems, then the first bad cells."""
+        if self.ok:
+            return f"{self.n_rows} claims, all valid."
+        lines = [f"{self.n_rows} claims: {self.n_invalid} invalid, {self.n_rows - self.n_invalid} valid."]
+        counts = self.errors.groupby(["column", "reason"], sort=False).size().sort_values(ascending=False)
+        lines.append("Problems by field:")
+        lines += [f"  {col}: {reason} ({n} rows)" for (col, reason), n in counts.head(max_lines).items()]
+        lines.append("First bad cells:")
+        for rec in self.errors.head(max_lines).itertuples(index=False):
+            lines.append(f"  row {rec.row} claim_id={rec.claim_id!s}: {rec.column}={rec.value} {rec.reason}")
+        if len(self.errors) > max_lines:
+            lines.append(f"  ... and {len(self.errors) - max_lines} more")
+        return "\n".join(lines)
+
+    def to_records(self) -> list[dict]:
+        """Machine-readable errors, one dict per bad cell."""
+        return [
+            {k: (None if pd.isna(v) else (int(v) if k == "row" else str(v))) for k, v in rec.items()}
+            for rec in self.errors.to_dict(orient="records")
+        ]
+
+    def to_json(self) -> str:
+        return json.dumps({"n_rows": self.n_rows, "n_invalid": self.n_invalid, "errors": self.to_records()})
+
+    def raise_if_invalid(self) -> None:
+        if not self.ok:
+            raise ClaimValidationError(self)
+
+
+def validate_claims(
+    frame: pd.DataFrame,
+    *,
+    fields: Iterable[ClaimField] = CLAIM_FIELDS,
+    require_labels: bool = False,
+    as_of: pd.Timestamp | None = None,
+) -> ValidationReport:
+    """Check every claim of `frame`; return typed valid rows plus a report of every bad cell.
+
+    `fields` is the schema to hold the frame to (a model trained on a partial extract passes its
+    own subset). `as_of` rejects loss and report dates in the future of that moment.
+    """
+    fields = tuple(fields) + (LABEL_SCHEMA if require_labels else ())
+    n = len(frame)
+    claim_ids = _claim_id_text(frame)
+    problems: list[pd.DataFrame] = []
+    typed: dict[str, pd.Series] = {}
+    for spec in fields:
+        if spec.name not in frame.columns:
+            if spec.required:
+                problems.append(_issues(np.ones(n, bool), claim_ids, spec.name, None, "is required but missing"))
+            continue
+        values, checks = _parse_field(spec, frame[spec.name])
+        typed[spec.name] = values
+        problems += [_issues(mask, claim_ids, spec.name, frame[spec.name], reason) for mask, reason in checks]
+    problems += _cross_field_checks(typed, frame, claim_ids, as_of)
+    errors = _combine(problems)
+    valid = np.ones(n, bool)
+    valid[errors["row"].to_numpy(dtype=np.int64)] = False
+    claims = frame.copy()
+    for name, values in typed.items():
+        claims[name] = values.set_axis(frame.index)
+    return ValidationReport(n_rows=n, valid_mask=valid, claims=claims.loc[valid], errors=errors)
+
+
+def _claim_id_text(frame: pd.DataFrame) -> pd.Series:
+    if "claim_id" in frame.columns:
+        return frame["claim_id"].astype("str", copy=False).reset_index(drop=True)
+    return pd.Series([None] * len(frame), dtype="object")
+
+
+def _issues(mask, claim_ids: pd.Series, column: str, values, reason) -> pd.DataFrame:
+    rows = np.flatnonzero(np.asarray(mask))
+    if values is None:
+        shown = pd.Series([None] * len(rows), dtype="object")
+    else:
+        shown = pd.Series(values.iloc[rows].to_numpy(dtype=object)).map(_show_value)
+    reasons = reason if isinstance(reason, str) else pd.Series(np.asarray(reason, dtype=object)[rows])
+    return pd.DataFrame({
+        "row": rows,
+        "claim_id": claim_ids.iloc[rows].to_numpy(dtype=object),
+        "column": column,
+        "value": shown.to_numpy(dtype=object),
+        "reason": reasons if isinstance(reasons, str) else reasons.to_numpy(dtype=object),
+    })
+
+
+def _show_value(value) -> str | None:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    text = json.dumps(value) if isinstance(value, (str, bool)) else str(value)
+    return text if len(text) <= _MAX_VALUE_CHARS else f"{text[:_MAX_VALUE_CHARS]}... ({len(text)} chars)"
+
+
+def _combine(problems: list[pd.DataFrame]) -> pd.DataFrame:
+    problems = [p for p in problems if len(p)]
+    if not problems:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else "object") for c in ERROR_COLUMNS})
+    errors = pd.concat(problems, ignore_index=True)
+    return errors.sort_values(["row"], kind="stable").reset_index(drop=True)
+
+
+def _parse_field(spec: ClaimField, raw: pd.Series) -> tuple[pd.Series, list[tuple[np.ndarray, str]]]:
+    """Parse one column to its canonical type; return it and (bad-mask, reason) pairs."""
+    raw = raw.reset_index(drop=True)
+    missing = raw.isna().to_numpy()
+    parser = _PARSERS[spec.kind]
+    values, bad_type, type_reason = parser(raw, missing)
+    checks: list[tuple[np.ndarray, str]] = []
+    if spec.required:
+        checks.append((missing, "is required but missing"))
+    checks.append((bad_type & ~missing, type_reason))
+    ok = ~missing & ~bad_type
+    checks += _range_checks(spec, values, ok)
+    return values, checks
+
+
+def _range_checks(spec: ClaimField, values: pd.Series, ok: np.ndarray) -> list[tuple[np.ndarray, str]]:
+    checks = []
+    if spec.kind == "string":
+        lengths = values.str.len().to_numpy(dtype=float, na_value=0)
+        checks.append((ok & (lengths == 0), "is empty"))
+        if spec.max_length:
+            checks.append((ok & (lengths > spec.max_length), f"is longer than {spec.max_length} characters"))
+        if spec.choices:
+            outside = ~values.isin(spec.choices).to_numpy()
+            checks.append((ok & outside & (lengths > 0), f"must be one of {', '.join(spec.choices)}"))
+    elif spec.kind in ("date", "datetime"):
+        early = (values < pd.Timestamp(EARLIEST_DATE)).to_numpy(dtype=bool, na_value=False)
+        late = (values > pd.Timestamp(LATEST_DATE)).to_numpy(dtype=bool, na_value=False)
+        checks.append((ok & (early | late), f"is outside {EARLIEST_DATE} to {LATEST_DATE}"))
+    elif spec.kind in ("number", "integer"):
+        numbers = values.to_numpy(dtype=float, na_value=np.nan)
+        if spec.minimum is not None:
+            below = numbers <= spec.minimum if spec.exclusive_minimum else numbers < spec.minimum
+            word = "greater than" if spec.exclusive_minimum else "at least"
+            checks.append((ok & below, f"must be {word} {spec.minimum:g}"))
+        if spec.maximum is not None:
+            checks.append((ok & (numbers > spec.maximum), f"must be at most {spec.maximum:g}"))
+    return checks
+
+
+def _parse_string(raw: pd.Series, missing: np.ndarray):
+    if pd.api.types.is_string_dtype(raw.dtype) and not pd.api.types.is_object_dtype(raw.dtype):
+        return raw.astype("str"), np.zeros(len(raw), bool), ""
+    if pd.api.types.is_integer_dtype(raw.dtype):
+        # An all-digit identifier column read from CSV arrives as integers: its text is exact.
+        return raw.astype("str").where(~pd.Series(missing), None).astype("str"), np.zeros(len(raw), bool), ""
+    is_text = raw.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+    values = raw.where(pd.Series(is_text), None).astype("str")
+    return values, ~is_text, "must be text"
+
+
+def _parse_number(raw: pd.Series, missing: np.ndarray):
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        return pd.Series(np.full(len(raw), np.nan)), np.ones(len(raw), bool), "must be a number, not true/false"
+    if pd.api.types.is_numeric_dtype(raw.dtype):
+        numbers = raw.astype("float64")
+        bad = ~np.isfinite(numbers.to_numpy(na_value=0.0))
+        return numbers.where(~pd.Series(bad), np.nan), bad, "must be a finite number"
+    is_bool = raw.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+    numbers = pd.to_numeric(raw.where(~pd.Series(is_bool), None), errors="coerce").astype("float64")
+    arr = numbers.to_numpy(na_value=np.nan)
+    bad = is_bool | np.isnan(arr) | ~np.isfinite(np.nan_to_num(arr, nan=0.0))
+    return numbers.where(~pd.Series(bad), np.nan), bad & ~missing, "must be a number"
+
+
+def _parse_integer(raw: pd.Series, missing: np.ndarray):
+    numbers, bad, reason = _parse_number(raw, missing)
+    arr = numbers.to_numpy(na_value=np.nan)
+    fractional = ~bad & ~np.isnan(arr) & (np.mod(np.nan_to_num(arr), 1) != 0)
+    bad = bad | fractional
+    ints = pd.Series(np.where(bad | np.isnan(arr), np.nan, arr)).round().astype("Int64")
+    if reason.endswith("true/false"):
+        return ints, bad, reason
+    return ints, bad, "must be a whole number"
+
+
+def _parse_boolean(raw: pd.Series, missing: np.ndarray):
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        return raw.astype("boolean"), np.zeros(len(raw), bool), ""
+
+    def one(v):
+        if isinstance(v, (bool, np.bool_)):
+            return bool(v)
+        if isinstance(v, (int, np.integer)) and v in (0, 1):
+            return bool(v)
+        if isinstance(v, str) and v.strip().lower() in _TRUE_TEXT | _FALSE_TEXT:
+            return v.strip().lower() in _TRUE_TEXT
+        return None
+
+    parsed = raw.map(lambda v: None if v is None or (not isinstance(v, str) and pd.isna(v)) else one(v))
+    bad = parsed.isna().to_numpy() & ~missing
+    return parsed.astype("boolean"), bad, "must be true or false"
+
+
+def _parse_datetime(raw: pd.Series, missing: np.ndarray):
+    if pd.api.types.is_datetime64_any_dtype(raw.dtype):
+        values = raw
+        if getattr(raw.dt, "tz", None) is not None:
+            values = raw.dt.tz_convert("UTC").dt.tz_localize(None)
+        return values.astype("datetime64[s]"), np.zeros(len(raw), bool), ""
+    is_text = raw.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+    text = raw.where(pd.Series(is_text), None)
+    parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+    parsed = parsed.dt.tz_localize(None).astype("datetime64[s]")
+    bad = parsed.isna().to_numpy() & ~missing
+    return parsed, bad, "must be an ISO 8601 date-time, e.g. 2025-03-01T14:30:00Z"
+
+
+def _parse_date(raw: pd.Series, missing: np.ndarray):
+    parsed, bad, _ = _parse_datetime(raw, missing)
+    has_time = (parsed != parsed.dt.normalize()).to_numpy(dtype=bool, na_value=False)
+    return parsed, bad | has_time, "must be a date (YYYY-MM-DD) without a time of day"
+
+
+_PARSERS = {
+    "string": _parse_string,
+    "number": _parse_number,
+    "integer": _parse_integer,
+    "boolean": _parse_boolean,
+    "datetime": _parse_datetime,
+    "date": _parse_date,
+}
+
+
+def _cross_field_checks(typed: dict[str, pd.Series], frame: pd.DataFrame, claim_ids: pd.Series,
+                        as_of: pd.Timestamp | None) -> list[pd.DataFrame]:
+    """Rules across fields: report after loss, no future dates, one row per claim_id."""
+    found = []
+    if "report_date" in typed and "loss_date" in typed:
+        before = (typed["report_date"] < typed["loss_date"]).to_numpy(dtype=bool, na_value=False)
+        reasons = "is before loss_date " + typed["loss_date"].dt.strftime("%Y-%m-%d").fillna("")
+        found.append(_issues(before, claim_ids, "report_date", frame["report_date"], reasons.to_numpy(dtype=object)))
+    if as_of is not None:
+        horizon = pd.Timestamp(as_of).tz_localize(None) + FUTURE_TOLERANCE
+        # A policy bound today may start next month, so only these dates must lie in the past.
+        for name in ("loss_date", "report_date", "customer_since"):
+            if name in typed:
+                future = (typed[name] > horizon).to_numpy(dtype=bool, na_value=False)
+                found.append(_issues(future, claim_ids, name, frame[name], "is in the future"))
+    if "claim_id" in typed:
+        dup = typed["claim_id"].duplicated(keep=False).to_numpy() & typed["claim_id"].notna().to_numpy()
+        found.append(_issues(dup, claim_ids, "claim_id", frame["claim_id"], "appears more than once in this batch"))
+    return found

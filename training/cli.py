@@ -1,0 +1,146 @@
+"""`claimtriage`: the command line for data scientists and operators."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from tqdm import tqdm
+
+from models.config import ConfigError, load_config
+
+TRAINING_STAGES = ("validation", "features", "fraud model", "eligibility model", "anomaly detector",
+                   "decision policy", "evaluation", "registry")
+HEADLINE_METRICS = ("test_fraud_roc_auc", "oracle_fraud_roc_auc", "test_fraud_pr_auc", "oracle_fraud_pr_auc",
+                    "test_approval_roc_auc", "oracle_approval_roc_auc", "test_fraud_brier",
+                    "test_auto_approve_rate", "test_auto_approve_precision", "test_siu_fraud_recall",
+                    "test_anomaly_recall")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="claimtriage", description=__doc__)
+    parser.add_argument("--config", help="configuration file (default: claimtriage.toml or $CLAIMTRIAGE_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write synthetic claims with labels and ground truth")
+    gen.add_argument("--claims", type=int, default=200_000, help="number of claims (default 200000)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--out", required=True, help="output file, .parquet or .csv")
+
+    train = sub.add_parser("train", help="train, evaluate and register a new model version")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="claims file (.parquet or .csv) with is_fraud and paid_as_filed labels")
+    source.add_argument("--synthetic", type=int, metavar="N", help="train on N freshly generated claims")
+    train.add_argument("--seed", type=int, default=0, help="seed for --synthetic")
+    train.add_argument("--no-promote", action="store_true",
+                       help="do not make this version champion even when there is none yet")
+
+    val = sub.add_parser("validate", help="check a claims file against the canonical schema")
+    val.add_argument("--data", required=True)
+    val.add_argument("--json", action="store_true", help="print the machine-readable report")
+
+    promote = sub.add_parser("promote", help="make a registered version the champion if it is not worse")
+    promote.add_argument("version")
+    promote.add_argument("--force", action="store_true", help="promote even if worse (recorded as a tag)")
+    promote.add_argument("--reason", default="", help="why, recorded with --force")
+    return parser
+
+
+def quiet_mlflow() -> None:
+    """Keep MLflow's advice for other kinds of project out of our users' terminals."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for message in ("Add type hints to the `predict` method", "The specified dataset source",
+                    "Hint: Inferred schema contains integer"):
+        warnings.filterwarnings("ignore", message=f".*{message}")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_mlflow()
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        return COMMANDS[args.command](args, config)
+    except (ConfigError, ValueError, RuntimeError, FileNotFoundError) as err:
+        print(f"claimtriage {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+def _generate(args, config) -> int:
+    from training.generate import generate_claims, write_claims
+
+    started = time.perf_counter()
+    with tqdm(total=2, desc="generate", unit="step", file=sys.stderr) as bar:
+        frame = generate_claims(args.claims, seed=args.seed)
+        bar.update()
+        write_claims(frame, args.out)
+        bar.update()
+    print(f"wrote {len(frame):,} claims to {args.out} in {time.perf_counter() - started:.1f} s "
+          f"(fraud {frame['is_fraud'].mean():.2%}, paid as filed {frame['paid_as_filed'].mean():.2%})")
+    return 0
+
+
+def _train(args, config) -> int:
+    from training.data import read_claims
+    from training.train import run_training
+
+    if args.synthetic is not None:
+        from training.generate import generate_claims
+
+        print(f"generating {args.synthetic:,} synthetic claims (seed {args.seed})")
+        frame, source = generate_claims(args.synthetic, seed=args.seed), f"synthetic:{args.synthetic}:seed{args.seed}"
+    else:
+        frame, source = read_claims(args.data), str(Path(args.data).resolve())
+    with tqdm(total=len(TRAINING_STAGES), desc="train", unit="step", file=sys.stderr) as bar:
+        def progress(stage: str) -> None:
+            bar.set_postfix_str(stage)
+            bar.n = TRAINING_STAGES.index(stage) + 1 if stage in TRAINING_STAGES else bar.n
+            bar.refresh()
+
+        result = run_training(frame, config, source, progress, promote=not args.no_promote)
+        bar.n = bar.total
+    _print_result(result, config)
+    return 0
+
+
+def _print_result(result, config) -> None:
+    if result.n_invalid:
+        print(f"{result.n_invalid} invalid claims were left out (see validation/report.txt in the run)")
+    print(f"run {result.run_id}: registered {config.registry.model_name} version {result.version}")
+    for key in HEADLINE_METRICS:
+        if key in result.metrics:
+            print(f"  {key:32s} {result.metrics[key]:.4f}")
+    if result.promotion:
+        print(result.promotion.summary())
+    else:
+        print(f"not promoted: run `claimtriage promote {result.version}` to challenge the champion")
+
+
+def _validate(args, config) -> int:
+    from features.validation import validate_claims
+    from training.data import read_claims
+
+    report = validate_claims(read_claims(args.data))
+    print(report.to_json() if args.json else report.summary())
+    return 0 if report.ok else 1
+
+
+def _promote(args, config) -> int:
+    from training.registry import promote
+
+    print(promote(args.version, config, force=args.force, reason=args.reason).summary())
+    return 0
+
+
+COMMANDS = {"generate": _generate, "train": _train, "validate": _validate, "promote": _promote}
+
+if __name__ == "__main__":
+    sys.exit(main())

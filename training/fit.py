@@ -1,0 +1,101 @@
+"""Fitting the bundle: features, the two boosted models, the anomaly detector, calibration, policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.builder import FeatureBuilder
+from models.anomaly import AnomalyDetector
+from models.bundle import BoostedModel, TriageBundle
+from models.calibration import PlattCalibrator
+from models.config import Config, TrainingConfig
+from models.policy import DecisionPolicy
+from training.data import TimeSplit
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class FittedRun:
+    """A fitted bundle with the feature matrix and labels it was fitted and judged on."""
+
+    bundle: TriageBundle
+    matrix: np.ndarray
+    is_fraud: np.ndarray
+    payable: np.ndarray | None
+    split: TimeSplit
+
+
+def payable_label(claims: pd.DataFrame) -> np.ndarray | None:
+    """The eligibility target: paid as filed and not fraud; None when the extract has no such label."""
+    if "paid_as_filed" not in claims.columns or claims["paid_as_filed"].isna().all():
+        return None
+    paid = claims["paid_as_filed"].to_numpy(dtype=bool, na_value=False)
+    return paid & ~claims["is_fraud"].to_numpy(dtype=bool, na_value=False)
+
+
+def booster_params(cfg: TrainingConfig, positive_weight: float) -> dict:
+    """LightGBM settings; depth and leaves are capped so exact explanations stay cheap online."""
+    return {
+        "objective": "binary", "metric": "auc", "learning_rate": cfg.learning_rate,
+        "num_leaves": cfg.num_leaves, "max_depth": cfg.max_depth, "min_child_samples": cfg.min_child_samples,
+        "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
+        "scale_pos_weight": positive_weight, "seed": cfg.seed, "deterministic": True,
+        "force_row_wise": True, "num_threads": 2, "verbose": -1,
+    }
+
+
+def fit_boosted(matrix: np.ndarray, target: np.ndarray, split: TimeSplit, builder: FeatureBuilder,
+                cfg: TrainingConfig, reweight: bool) -> BoostedModel:
+    """Train on the training period with early stopping on validation; calibrate on validation."""
+    y_train, y_val = target[split.train], target[split.validation]
+    if y_train.min() == y_train.max() or y_val.min() == y_val.max():
+        raise ValueError("both outcomes must occur in the training and the validation period")
+    # Rare fraud is up-weighted by the square root of its odds: enough to learn its shape
+    # without the trees spending all their splits on it; calibration undoes the shift.
+    weight = float(np.sqrt((1 - y_train.mean()) / y_train.mean())) if reweight else 1.0
+    common = {"feature_name": builder.feature_names_, "categorical_feature": builder.categorical_indices_,
+              "free_raw_data": False}
+    train_set = lgb.Dataset(matrix[split.train], y_train, **common)
+    val_set = lgb.Dataset(matrix[split.validation], y_val, reference=train_set, **common)
+    booster = lgb.train(booster_params(cfg, weight), train_set, num_boost_round=cfg.max_trees,
+                        valid_sets=[val_set], callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)])
+    booster.free_dataset()
+    model = BoostedModel(booster, PlattCalibrator())
+    model.calibrator.fit(model.margin(matrix[split.validation]), y_val)
+    return model
+
+
+def fit_bundle(claims: pd.DataFrame, split: TimeSplit, config: Config, progress: Progress = lambda _: None,
+               builder: FeatureBuilder | None = None) -> FittedRun:
+    """Fit every part of the bundle on the training period; thresholds on validation."""
+    cfg = config.training
+    progress("features")
+    builder = (builder or FeatureBuilder()).fit(claims.loc[split.train])
+    matrix = builder.transform(claims)
+    is_fraud = claims["is_fraud"].to_numpy(dtype=bool)
+    payable = payable_label(claims)
+    progress("fraud model")
+    fraud = fit_boosted(matrix, is_fraud, split, builder, cfg, reweight=True)
+    eligibility = None
+    if payable is not None:
+        progress("eligibility model")
+        eligibility = fit_boosted(matrix, payable, split, builder, cfg, reweight=False)
+    progress("anomaly detector")
+    numeric = [i for i, s in enumerate(builder.specs_) if s.kind == "numeric"]
+    anomaly = AnomalyDetector(numeric, cfg.anomaly_trees, cfg.anomaly_max_samples, cfg.seed)
+    anomaly.fit(matrix[split.train])
+    progress("decision policy")
+    bundle = TriageBundle(builder, fraud, anomaly, DecisionPolicy(config.targets), eligibility)
+    val = claims.loc[split.validation]
+    scores = bundle.model_scores(val, matrix[split.validation])
+    bundle.policy.fit(scores.fraud, scores.anomaly, scores.approval,
+                      None if payable is None else payable[split.validation], scores.blocked)
+    return FittedRun(bundle, matrix, is_fraud, payable, split)
+
+
