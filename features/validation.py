@@ -29,9 +29,9 @@ _TRUE_TEXT = frozenset({"true", "1"})
 _FALSE_TEXT = frozenset({"false", "0"})
 _MAX_VALUE_CHARS = 80  # values quoted in a report are cut to this, so a 10 MB string stays readable
 
-LABEL_SCHEMA: tuple[ClaimField, ...] = tuple(
-    ClaimField(name, "boolean", True, f"Outcome label {name}.") for name in LABEL_FIELDS
-)
+LABEL_SCHEMA: dict[str, ClaimField] = {
+    name: ClaimField(name, "boolean", True, f"Outcome label {name}.") for name in LABEL_FIELDS
+}
 
 
 class ClaimValidationError(ValueError):
@@ -95,14 +95,17 @@ def validate_claims(
     *,
     fields: Iterable[ClaimField] = CLAIM_FIELDS,
     require_labels: bool = False,
+    labels: Iterable[str] = (),
     as_of: pd.Timestamp | None = None,
 ) -> ValidationReport:
     """Check every claim of `frame`; return typed valid rows plus a report of every bad cell.
 
     `fields` is the schema to hold the frame to (a model trained on a partial extract passes its
-    own subset). `as_of` rejects loss and report dates in the future of that moment.
+    own subset). `require_labels` demands both outcome labels; `labels` names the ones required
+    when an extract has only some. `as_of` rejects loss and report dates later than that moment.
     """
-    fields = tuple(fields) + (LABEL_SCHEMA if require_labels else ())
+    wanted_labels = LABEL_FIELDS if require_labels else tuple(labels)
+    fields = tuple(fields) + tuple(LABEL_SCHEMA[name] for name in wanted_labels)
     n = len(frame)
     claim_ids = _claim_id_text(frame)
     problems: list[pd.DataFrame] = []
@@ -174,7 +177,9 @@ def _parse_field(spec: ClaimField, raw: pd.Series) -> tuple[pd.Series, list[tupl
     checks.append((bad_type & ~missing, type_reason))
     ok = ~missing & ~bad_type
     checks += _range_checks(spec, values, ok)
-    return values, checks
+    # A bad cell keeps no typed value, so no cross-field rule reasons from it a second time.
+    bad = np.logical_or.reduce([mask for mask, _ in checks]) & ~missing
+    return values.mask(bad), checks
 
 
 def _range_checks(spec: ClaimField, values: pd.Series, ok: np.ndarray) -> list[tuple[np.ndarray, str]]:

@@ -70,7 +70,11 @@ class TriageBundle:
     def claim_fields(self) -> tuple[ClaimField, ...]:
         """The canonical fields this model was trained with; requests are held to these."""
         seen = set(self.builder.fields_seen_)
-        return tuple(f for f in CLAIM_FIELDS if f.name in seen)
+        extras = tuple(
+            ClaimField(s.name, "string" if s.kind == "categorical" else "number", False,
+                       f"Extra {s.kind} feature passed through from the training extract.")
+            for s in self.builder.specs_ if s.source == "passthrough")
+        return tuple(f for f in CLAIM_FIELDS if f.name in seen) + extras
 
     def validate(self, claims: pd.DataFrame, as_of: pd.Timestamp | None = None) -> ValidationReport:
         return validate_claims(claims, fields=self.claim_fields, as_of=as_of)

@@ -45,8 +45,14 @@ class TrainingConfig:
     learning_rate: float = 0.05
     min_child_samples: int = 50
     early_stopping_rounds: int = 40
+    extra_trees: bool = False
+    min_data_per_group: int = 100
+    cat_smooth: float = 10.0
     anomaly_trees: int = 200
     anomaly_max_samples: int = 256
+    cv_below_rows: int = 20_000
+    cv_folds: int = 5
+    cv_repeats: int = 3
 
 
 @dataclass(frozen=True)

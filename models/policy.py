@@ -67,7 +67,7 @@ class DecisionPolicy:
             self.thresholds_ = Thresholds(siu, alert, None, "no eligibility model: trained without paid_as_filed "
                                           "labels, so every claim goes to a person", None, 0.0)
             return self
-        eligible = ~blocked & (fraud < siu) & (anomaly < alert)
+        eligible = ~blocked & (fraud <= siu) & (anomaly <= alert)
         threshold, precision, note = _approval_threshold(approval[eligible], payable[eligible], t)
         rate = 0.0 if threshold is None else float(np.mean(eligible & (approval >= threshold)))
         self.thresholds_ = Thresholds(siu, alert, threshold, note, precision, rate)
@@ -80,8 +80,9 @@ class DecisionPolicy:
         outcome = np.full(len(fraud), STANDARD_REVIEW, dtype=object)
         if approval is not None and th.auto_approve_probability is not None:
             outcome[(approval >= th.auto_approve_probability) & ~blocked] = AUTO_APPROVE
-        outcome[anomaly >= th.anomaly_percentile] = ENHANCED_REVIEW
-        outcome[fraud >= th.siu_fraud_probability] = SIU_REFERRAL
+        # Strictly above the cut-off: tied scores (a degenerate model) must not all be referred.
+        outcome[anomaly > th.anomaly_percentile] = ENHANCED_REVIEW
+        outcome[fraud > th.siu_fraud_probability] = SIU_REFERRAL
         return outcome
 
     def describe(self) -> dict:

@@ -8,7 +8,6 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
 
-from features.schema import CLAIM_FIELDS
 from features.validation import ClaimValidationError
 from models.bundle import SCORE_COLUMNS, TriageBundle
 
@@ -33,9 +32,7 @@ class ClaimTriageModel(mlflow.pyfunc.PythonModel):
 
 def signature(bundle: TriageBundle) -> ModelSignature:
     """Input: the canonical fields the model was trained with (dates as ISO text); output: scores."""
-    seen = {f.name for f in bundle.claim_fields}
-    inputs = Schema([ColSpec(_MLFLOW_TYPES[f.kind], f.name, required=f.required)
-                     for f in CLAIM_FIELDS if f.name in seen])
+    inputs = Schema([ColSpec(_MLFLOW_TYPES[f.kind], f.name, required=f.required) for f in bundle.claim_fields])
     outputs = Schema([ColSpec("string" if c in ("claim_id", "decision", "rule_hits") else "double", c)
                       for c in SCORE_COLUMNS])
     return ModelSignature(inputs=inputs, outputs=outputs)

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from models.config import ConfigError, load_config
 
-TRAINING_STAGES = ("validation", "features", "fraud model", "eligibility model", "anomaly detector",
+TRAINING_STAGES = ("validation", "cross-validation", "features", "fraud model", "eligibility model", "anomaly detector",
                    "decision policy", "evaluation", "registry")
 HEADLINE_METRICS = ("test_fraud_roc_auc", "oracle_fraud_roc_auc", "test_fraud_pr_auc", "oracle_fraud_pr_auc",
                     "test_approval_roc_auc", "oracle_approval_roc_auc", "test_fraud_brier",

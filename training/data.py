@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from features.schema import CLAIM_FIELDS, LABEL_FIELDS, ClaimField
 from features.validation import ValidationReport, validate_claims
 
 SUFFIXES = (".parquet", ".csv")
@@ -29,37 +30,59 @@ def read_claims(path: str | Path) -> pd.DataFrame:
     raise DataError(f"{path}: unknown file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
 
 
-def validate_for_training(frame: pd.DataFrame) -> ValidationReport:
-    """Claims plus outcome labels, checked; invalid rows are reported, never used."""
-    report = validate_claims(frame, require_labels=True)
+def validate_for_training(frame: pd.DataFrame, partial: bool = False,
+                          extra_fields: tuple[ClaimField, ...] = ()) -> ValidationReport:
+    """Claims plus outcome labels, checked; invalid rows are reported, never used.
+
+    `partial`: the extract came through a mapping that declares which canonical fields it has,
+    so absent fields are absent, not missing; `is_fraud` is always required, `paid_as_filed`
+    only when present.
+    """
+    fields = tuple(f for f in CLAIM_FIELDS if f.name in frame.columns) if partial else CLAIM_FIELDS
+    labels = tuple(name for name in LABEL_FIELDS if name == "is_fraud" or name in frame.columns)
+    report = validate_claims(frame, fields=fields + tuple(extra_fields), labels=labels)
     if report.n_invalid == report.n_rows:
         raise DataError("no valid claims to train on:\n" + report.summary())
     return report
 
 
 @dataclass(frozen=True)
-class TimeSplit:
-    """Boolean masks over the claims, oldest claims train, newest test."""
+class Split:
+    """Boolean masks over the claims: fit on train, tune on validation, judge on test."""
 
     train: np.ndarray
     validation: np.ndarray
     test: np.ndarray
-    validation_start: pd.Timestamp
-    test_start: pd.Timestamp
+    kind: str  # "time" or "stratified"
+    detail: dict = field(default_factory=dict)
 
     def describe(self) -> dict:
-        return {"split": "time", "n_train": int(self.train.sum()), "n_validation": int(self.validation.sum()),
-                "n_test": int(self.test.sum()), "validation_start": str(self.validation_start),
-                "test_start": str(self.test_start)}
+        return {"split": self.kind, "n_train": int(self.train.sum()), "n_validation": int(self.validation.sum()),
+                "n_test": int(self.test.sum()), **self.detail}
 
 
-def split_by_time(report_date: pd.Series, validation_share: float, test_share: float) -> TimeSplit:
-    """Train on older claims, validate and test on newer ones, cut at report-time quantiles.
+def claim_times(claims: pd.DataFrame) -> tuple[str, np.ndarray] | None:
+    """The claim date a split by time should use: the report date, else the loss date, else none."""
+    for name in ("report_date", "loss_date"):
+        if name in claims.columns and claims[name].notna().all():
+            return name, claims[name].to_numpy(dtype="datetime64[s]")
+    return None
+
+
+def split_claims(claims: pd.DataFrame, validation_share: float, test_share: float, seed: int) -> Split:
+    """By time when the claims carry dates; stratified random (said in the split's kind) otherwise."""
+    times = claim_times(claims)
+    if times is None:
+        return stratified_split(claims["is_fraud"].to_numpy(dtype=bool), validation_share, test_share, seed)
+    return split_by_time(times[1], validation_share, test_share, times[0])
+
+
+def split_by_time(times: np.ndarray, validation_share: float, test_share: float, on: str = "report_date") -> Split:
+    """Train on older claims, validate and test on newer ones, cut at time quantiles.
 
     A random split would let the model learn from claims reported after the ones it is judged
     on, which flatters it; real use always scores claims newer than its training data.
     """
-    times = report_date.to_numpy(dtype="datetime64[s]")
     ordered = np.sort(times)
     n = len(ordered)
     validation_start = ordered[int(n * (1 - validation_share - test_share))]
@@ -68,5 +91,36 @@ def split_by_time(report_date: pd.Series, validation_share: float, test_share: f
     test = times >= test_start
     validation = ~train & ~test
     if min(train.sum(), validation.sum(), test.sum()) == 0:
-        raise DataError("too few distinct report dates to split by time into train, validation and test")
-    return TimeSplit(train, validation, test, pd.Timestamp(validation_start), pd.Timestamp(test_start))
+        raise DataError("too few distinct claim dates to split by time into train, validation and test")
+    return Split(train, validation, test, "time", {"split_on": on, "validation_start": str(validation_start),
+                                                   "test_start": str(test_start)})
+
+
+def stratified_split(is_fraud: np.ndarray, validation_share: float, test_share: float, seed: int) -> Split:
+    """Random thirds that keep the fraud rate in each part: only for extracts without claim dates."""
+    rng = np.random.default_rng(seed)
+    part = np.empty(len(is_fraud), dtype=np.int8)
+    for label in (False, True):
+        idx = rng.permutation(np.flatnonzero(is_fraud == label))
+        n_test, n_val = round(len(idx) * test_share), round(len(idx) * validation_share)
+        part[idx[:n_test]], part[idx[n_test:n_test + n_val]], part[idx[n_test + n_val:]] = 2, 1, 0
+    return Split(part == 0, part == 1, part == 2, "stratified", {"split_on": "none (no claim dates)"})
+
+
+def cross_validation_splits(claims: pd.DataFrame, folds: int, repeats: int, validation_share: float,
+                            seed: int) -> list[Split]:
+    """Repeated stratified k-fold for small extracts; a stratified share of each training fold validates."""
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    is_fraud = claims["is_fraud"].to_numpy(dtype=bool)
+    splits = []
+    outer = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
+    for k, (fit_idx, test_idx) in enumerate(outer.split(np.zeros(len(claims)), is_fraud)):
+        test = np.zeros(len(claims), bool)
+        test[test_idx] = True
+        # The outer folds already mix periods, so the inner validation share is drawn the same way.
+        inner = stratified_split(is_fraud[fit_idx], validation_share, 0.0, seed + k)
+        train, validation = np.zeros(len(claims), bool), np.zeros(len(claims), bool)
+        train[fit_idx[inner.train]], validation[fit_idx[inner.validation]] = True, True
+        splits.append(Split(train, validation, test, "stratified-cv", {"fold": k}))
+    return splits

@@ -15,9 +15,17 @@ from models.bundle import BoostedModel, TriageBundle
 from models.calibration import PlattCalibrator
 from models.config import Config, TrainingConfig
 from models.policy import DecisionPolicy
-from training.data import TimeSplit
+from training.data import Split
 
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Extras:
+    """Extra source columns a dataset mapping passes through as model features."""
+
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
 
 
 @dataclass
@@ -28,7 +36,7 @@ class FittedRun:
     matrix: np.ndarray
     is_fraud: np.ndarray
     payable: np.ndarray | None
-    split: TimeSplit
+    split: Split
 
 
 def payable_label(claims: pd.DataFrame) -> np.ndarray | None:
@@ -45,12 +53,13 @@ def booster_params(cfg: TrainingConfig, positive_weight: float) -> dict:
         "objective": "binary", "metric": "auc", "learning_rate": cfg.learning_rate,
         "num_leaves": cfg.num_leaves, "max_depth": cfg.max_depth, "min_child_samples": cfg.min_child_samples,
         "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
+        "extra_trees": cfg.extra_trees, "min_data_per_group": cfg.min_data_per_group, "cat_smooth": cfg.cat_smooth,
         "scale_pos_weight": positive_weight, "seed": cfg.seed, "deterministic": True,
         "force_row_wise": True, "num_threads": 2, "verbose": -1,
     }
 
 
-def fit_boosted(matrix: np.ndarray, target: np.ndarray, split: TimeSplit, builder: FeatureBuilder,
+def fit_boosted(matrix: np.ndarray, target: np.ndarray, split: Split, builder: FeatureBuilder,
                 cfg: TrainingConfig, reweight: bool) -> BoostedModel:
     """Train on the training period with early stopping on validation; calibrate on validation."""
     y_train, y_val = target[split.train], target[split.validation]
@@ -71,12 +80,12 @@ def fit_boosted(matrix: np.ndarray, target: np.ndarray, split: TimeSplit, builde
     return model
 
 
-def fit_bundle(claims: pd.DataFrame, split: TimeSplit, config: Config, progress: Progress = lambda _: None,
-               builder: FeatureBuilder | None = None) -> FittedRun:
-    """Fit every part of the bundle on the training period; thresholds on validation."""
+def fit_bundle(claims: pd.DataFrame, split: Split, config: Config, progress: Progress = lambda _: None,
+               extras: Extras = Extras()) -> FittedRun:
+    """Fit every part of the bundle on the training claims; calibration and thresholds on validation."""
     cfg = config.training
     progress("features")
-    builder = (builder or FeatureBuilder()).fit(claims.loc[split.train])
+    builder = FeatureBuilder(extras.categorical, extras.numeric).fit(claims.loc[split.train])
     matrix = builder.transform(claims)
     is_fraud = claims["is_fraud"].to_numpy(dtype=bool)
     payable = payable_label(claims)

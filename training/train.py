@@ -9,14 +9,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from models.config import Config
 from models.pyfunc import wire_format
 from training import registry
-from training.data import split_by_time, validate_for_training
+from features.schema import ClaimField
+from training.data import Split, claim_times, cross_validation_splits, split_claims, validate_for_training
 from training.evaluate import period_metrics, save_plots
-from training.fit import Progress, fit_bundle
+from training.fit import Extras, Progress, fit_bundle
 
 log = logging.getLogger(__name__)
 EXAMPLE_ROWS = 3
@@ -29,51 +31,127 @@ class TrainingResult:
     metrics: dict[str, float]
     promotion: registry.Promotion | None
     n_invalid: int
+    notes: list[str]
 
 
 def run_training(frame: pd.DataFrame, config: Config, source: str, progress: Progress = lambda _: None,
-                 promote: bool = True) -> TrainingResult:
-    """Train on a claims frame and register the bundle as a new version of the registered model."""
+                 promote: bool = True, extras: Extras = Extras(), partial: bool = False) -> TrainingResult:
+    """Train on a claims frame and register the bundle as a new version of the registered model.
+
+    `partial`: the frame came through a dataset mapping, so canonical fields it lacks are absent
+    (their features are left out) rather than missing.
+    """
     progress("validation")
-    report = validate_for_training(frame)
-    claims = report.claims.sort_values("report_date", kind="stable").reset_index(drop=True)
-    split = split_by_time(claims["report_date"], config.training.validation_share, config.training.test_share)
+    report = validate_for_training(frame, partial, extra_fields(frame, extras))
+    claims = _ordered(report.claims)
+    cfg = config.training
+    split = split_claims(claims, cfg.validation_share, cfg.test_share, cfg.seed)
+    notes = _notes(claims, split, cfg)
     client = registry.configure(config)
     with mlflow.start_run() as run:
-        _log_inputs(frame, report, split, config, source)
-        fitted = fit_bundle(claims, split, config, progress)
+        _log_inputs(frame, report, split, config, source, extras)
+        for note in notes:
+            log.warning(note)
+        mlflow.set_tag("notes", "\n".join(notes))
+        metrics = {}
+        if len(claims) < cfg.cv_below_rows:
+            progress("cross-validation")
+            metrics.update(cross_validate(claims, config, extras))
+        fitted = fit_bundle(claims, split, config, progress, extras)
         progress("evaluation")
-        test = split.test
-        metrics, scored = period_metrics(fitted.bundle, claims.loc[test], fitted.matrix[test],
-                                         fitted.is_fraud[test], None if fitted.payable is None else fitted.payable[test])
-        metrics["fraud_trees"] = float(fitted.bundle.fraud.booster.num_trees())
-        if fitted.bundle.eligibility:
-            metrics["eligibility_trees"] = float(fitted.bundle.eligibility.booster.num_trees())
+        metrics.update(_evaluate_and_plot(fitted, claims, config))
         mlflow.log_metrics(metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            for path in save_plots(fitted.bundle, scored, fitted.matrix[test], Path(tmp), config.training.seed):
-                mlflow.log_artifact(str(path), artifact_path="plots")
         mlflow.log_dict(fitted.bundle.policy.describe(), "policy.json")
         mlflow.log_dict({"features": fitted.bundle.builder.feature_names_,
-                         "fields": fitted.bundle.builder.fields_seen_}, "feature_spec.json")
+                         "fields": [f.name for f in fitted.bundle.claim_fields]}, "feature_spec.json")
         progress("registry")
-        registry.log_evaluation_data(claims, test)
+        registry.log_evaluation_data(claims, split.test)
         fitted.bundle.metadata.update(run_id=run.info.run_id, trained_at=pd.Timestamp.now("UTC").isoformat(),
-                                      metrics=metrics)
-        example = _input_example(claims, fitted.bundle)
-        version = registry.log_bundle(fitted.bundle, example, config)
+                                      metrics=metrics, source=source, notes=notes)
+        version = registry.log_bundle(fitted.bundle, _input_example(claims, fitted.bundle), config)
     promotion = None
     if promote and registry.champion_version(client, config) is None:
         promotion = registry.promote(version, config)
-    return TrainingResult(run.info.run_id, version, metrics, promotion, report.n_invalid)
+    return TrainingResult(run.info.run_id, version, metrics, promotion, report.n_invalid, notes)
 
 
-def _log_inputs(frame: pd.DataFrame, report, split, config: Config, source: str) -> None:
+def extra_fields(frame: pd.DataFrame, extras: Extras) -> tuple[ClaimField, ...]:
+    """Schema entries for the passed-through columns, so they are validated like any field."""
+    missing = [c for c in extras.categorical + extras.numeric if c not in frame.columns]
+    if missing:
+        raise ValueError(f"extra feature columns not in the data: {', '.join(missing)}")
+    return tuple(ClaimField(c, "string", False, f"Extra categorical feature {c}.") for c in extras.categorical) + \
+        tuple(ClaimField(c, "number", False, f"Extra numeric feature {c}.") for c in extras.numeric)
+
+
+def _ordered(claims: pd.DataFrame) -> pd.DataFrame:
+    times = claim_times(claims)
+    if times is None:
+        return claims.reset_index(drop=True)
+    return claims.sort_values(times[0], kind="stable").reset_index(drop=True)
+
+
+def _notes(claims: pd.DataFrame, split: Split, cfg) -> list[str]:
+    """What a data scientist must know about how this run was judged, in words."""
+    notes = []
+    if split.kind == "stratified":
+        notes.append("the claims carry no dates: split by stratified random sampling, not by time")
+    elif split.detail.get("split_on") == "loss_date":
+        notes.append("no report dates: split by loss date")
+    if len(claims) < cfg.cv_below_rows:
+        notes.append(f"{len(claims):,} claims (< {cfg.cv_below_rows:,}): evaluated by {cfg.cv_repeats}x repeated "
+                     f"stratified {cfg.cv_folds}-fold cross-validation (cv_*_mean, cv_*_std)")
+    if "paid_as_filed" not in claims.columns:
+        notes.append("no paid_as_filed label: no eligibility model, so the policy never auto-approves")
+    return notes
+
+
+def cross_validate(claims: pd.DataFrame, config: Config, extras: Extras) -> dict[str, float]:
+    """Mean and spread of every test metric over repeated stratified k-fold; each fold logged as a step."""
+    cfg = config.training
+    per_fold: dict[str, list[float]] = {}
+    for k, split in enumerate(cross_validation_splits(claims, cfg.cv_folds, cfg.cv_repeats, cfg.validation_share,
+                                                      cfg.seed)):
+        fitted = fit_bundle(claims, split, config, extras=extras)
+        metrics, _ = _test_metrics(fitted, claims)
+        for name, value in metrics.items():
+            key = "cv_" + name.removeprefix("test_")
+            per_fold.setdefault(key, []).append(value)
+            mlflow.log_metric(key, value, step=k)
+    out = {}
+    for key, values in per_fold.items():
+        out[f"{key}_mean"] = float(np.nanmean(values))
+        out[f"{key}_std"] = float(np.nanstd(values))
+    return out
+
+
+def _test_metrics(fitted, claims: pd.DataFrame):
+    test = fitted.split.test
+    payable = None if fitted.payable is None else fitted.payable[test]
+    return period_metrics(fitted.bundle, claims.loc[test], fitted.matrix[test], fitted.is_fraud[test], payable)
+
+
+def _evaluate_and_plot(fitted, claims: pd.DataFrame, config: Config) -> dict[str, float]:
+    metrics, scored = _test_metrics(fitted, claims)
+    metrics["fraud_trees"] = float(fitted.bundle.fraud.booster.num_trees())
+    if fitted.bundle.eligibility:
+        metrics["eligibility_trees"] = float(fitted.bundle.eligibility.booster.num_trees())
+    with tempfile.TemporaryDirectory() as tmp:
+        test = fitted.split.test
+        for path in save_plots(fitted.bundle, scored, fitted.matrix[test], Path(tmp), config.training.seed):
+            mlflow.log_artifact(str(path), artifact_path="plots")
+    return metrics
+
+
+def _log_inputs(frame: pd.DataFrame, report, split, config: Config, source: str, extras: Extras) -> None:
     """Parameters, the dataset's description and the validation report."""
     params = {f"training.{k}": v for k, v in asdict(config.training).items()}
     params.update({f"targets.{k}": v for k, v in asdict(config.targets).items()})
     params.update(split.describe())
-    params.update({"data.source": source, "data.rows": report.n_rows, "data.invalid_rows": report.n_invalid})
+    params.update({"data.source": source, "data.rows": report.n_rows, "data.invalid_rows": report.n_invalid,
+                   "data.extra_categorical": ",".join(extras.categorical) or "-",
+                   "data.extra_numeric": ",".join(extras.numeric) or "-",
+                   "evaluation": "cv" if report.n_rows < config.training.cv_below_rows else "holdout"})
     mlflow.log_params(params)
     dataset = mlflow.data.from_pandas(frame.head(0) if len(frame) > 2_000_000 else frame, source=source,
                                       name=Path(source).name or "claims")

@@ -1,0 +1,36 @@
+"""Shared fixtures: small generated claims and an isolated MLflow home per test."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from models.config import load_config
+
+
+@pytest.fixture(scope="session")
+def generated_claims() -> pd.DataFrame:
+    """20,000 synthetic claims (seed 7), shared read-only across tests: copy before changing."""
+    from training.generate import generate_claims
+
+    return generate_claims(20_000, seed=7)
+
+
+@pytest.fixture(scope="session")
+def typed_claims(generated_claims) -> pd.DataFrame:
+    """The generated claims after validation: canonical dtypes, sorted by report time."""
+    from features.validation import validate_claims
+
+    report = validate_claims(generated_claims, require_labels=True)
+    assert report.ok, report.summary()
+    return report.claims.sort_values("report_date", kind="stable").reset_index(drop=True)
+
+
+@pytest.fixture
+def mlflow_home(tmp_path, monkeypatch):
+    """A private working directory with its own SQLite tracking store and registry."""
+    monkeypatch.setenv("CLAIMTRIAGE_HOME", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    monkeypatch.chdir(tmp_path)
+    return load_config()
