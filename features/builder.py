@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.history import history_feature_requirements, history_features
-from features.schema import FIELD_NAMES
+from features.schema import FIELD_NAMES, FIELDS_BY_NAME
 
 SECONDS_PER_DAY = 86_400
 Kind = Literal["numeric", "categorical"]
@@ -181,6 +181,12 @@ class FeatureBuilder:
             frame[name] = pd.Categorical.from_codes(np.where(np.isnan(codes), -1, codes).astype(int), categories=cats)
         return frame
 
+    def _is_numeric_field(self, name: str) -> bool:
+        field = FIELDS_BY_NAME.get(name)
+        if field is None:  # a passed-through extra column
+            return name in self.passthrough_numeric
+        return field.kind != "string"
+
     def _encode(self, spec: FeatureSpec, values: np.ndarray) -> np.ndarray:
         codes = pd.Categorical(values, categories=self.categories_[spec.name]).codes.astype(np.float64)
         codes[codes < 0] = np.nan  # unseen or missing category: LightGBM's missing branch
@@ -190,6 +196,10 @@ class FeatureBuilder:
         """Each needed input field as a float64 array (dates as days since 1900) or text array."""
         cols: Columns = {}
         for name in self.input_fields_:
+            if name not in claims.columns:
+                # An optional field left out of a request is missing for every claim, not an error.
+                cols[name] = np.full(len(claims), np.nan if self._is_numeric_field(name) else None)
+                continue
             series = claims[name]
             if pd.api.types.is_datetime64_any_dtype(series.dtype):
                 secs = series.to_numpy(dtype="datetime64[s]")

@@ -53,7 +53,8 @@ def history_features(claims: pd.DataFrame, history: pd.DataFrame | None = None,
         name = f"{prefix}_other_claimants"
         if name in wanted and field in pool.columns:
             out[name] = _other_claimants(pool[field], pool["claimant_id"], seconds)[targets]
-    return {k: v for k, v in out.items() if k in wanted}
+    # An entity field absent from these claims (left out of a request) gives missing, not an error.
+    return {k: out.get(k, np.full(len(claims), np.nan)) for k in wanted}
 
 
 def _pool(claims: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFrame:

@@ -60,6 +60,7 @@ class TriageBundle:
     anomaly: AnomalyDetector
     policy: DecisionPolicy
     eligibility: BoostedModel | None = None
+    typical_values: dict[str, float] = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
 
     @property

@@ -47,6 +47,13 @@ def payable_label(claims: pd.DataFrame) -> np.ndarray | None:
     return paid & ~claims["is_fraud"].to_numpy(dtype=bool, na_value=False)
 
 
+def typical_values(builder: FeatureBuilder, legitimate: np.ndarray) -> dict[str, float]:
+    """Median of each numeric feature among legitimate training claims: "typical" in reasons."""
+    with np.errstate(all="ignore"):
+        medians = np.nanmedian(legitimate, axis=0) if len(legitimate) else np.full(legitimate.shape[1], np.nan)
+    return {s.name: float(m) for s, m in zip(builder.specs_, medians) if s.kind == "numeric" and np.isfinite(m)}
+
+
 def booster_params(cfg: TrainingConfig, positive_weight: float) -> dict:
     """LightGBM settings; depth and leaves are capped so exact explanations stay cheap online."""
     return {
@@ -100,7 +107,8 @@ def fit_bundle(claims: pd.DataFrame, split: Split, config: Config, progress: Pro
     anomaly = AnomalyDetector(numeric, cfg.anomaly_trees, cfg.anomaly_max_samples, cfg.seed)
     anomaly.fit(matrix[split.train])
     progress("decision policy")
-    bundle = TriageBundle(builder, fraud, anomaly, DecisionPolicy(config.targets), eligibility)
+    bundle = TriageBundle(builder, fraud, anomaly, DecisionPolicy(config.targets), eligibility,
+                          typical_values=typical_values(builder, matrix[split.train & ~is_fraud]))
     val = claims.loc[split.validation]
     scores = bundle.model_scores(val, matrix[split.validation])
     bundle.policy.fit(scores.fraud, scores.anomaly, scores.approval,
