@@ -117,7 +117,8 @@ def validate_claims(
             continue
         values, checks = _parse_field(spec, frame[spec.name])
         typed[spec.name] = values
-        problems += [_issues(mask, claim_ids, spec.name, frame[spec.name], reason) for mask, reason in checks]
+        problems += [_issues(mask, claim_ids, spec.name, frame[spec.name], reason)
+                     for mask, reason in checks if mask.any()]
     problems += _cross_field_checks(typed, frame, claim_ids, as_of)
     errors = _combine(problems)
     valid = np.ones(n, bool)
@@ -134,8 +135,10 @@ def _claim_id_text(frame: pd.DataFrame) -> pd.Series:
     return pd.Series([None] * len(frame), dtype="object")
 
 
-def _issues(mask, claim_ids: pd.Series, column: str, values, reason) -> pd.DataFrame:
+def _issues(mask, claim_ids: pd.Series, column: str, values, reason) -> pd.DataFrame | None:
     rows = np.flatnonzero(np.asarray(mask))
+    if len(rows) == 0:
+        return None
     if values is None:
         shown = pd.Series([None] * len(rows), dtype="object")
     else:
@@ -158,7 +161,7 @@ def _show_value(value) -> str | None:
 
 
 def _combine(problems: list[pd.DataFrame]) -> pd.DataFrame:
-    problems = [p for p in problems if len(p)]
+    problems = [p for p in problems if p is not None and len(p)]
     if not problems:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else "object") for c in ERROR_COLUMNS})
     errors = pd.concat(problems, ignore_index=True)

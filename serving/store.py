@@ -1,0 +1,170 @@
+"""The claim store: every claim the service knows (for history features) and every decision it gave.
+
+SQLAlchemy Core over a SQLite file by default or PostgreSQL through a database URL. A claim is
+kept once per claim_id (scoring it again replaces it, so it never counts twice in anyone's
+history); every decision is kept.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from features.schema import CLAIM_FIELDS, ENTITY_FIELDS, ClaimField
+
+_SQL_TYPES = {"string": sa.String(128), "date": sa.DateTime(), "datetime": sa.DateTime(), "number": sa.Float(),
+              "integer": sa.Integer(), "boolean": sa.Boolean()}
+SEED_CHUNK = 10_000
+
+
+def _claims_table(metadata: sa.MetaData) -> sa.Table:
+    columns = [sa.Column(f.name, _SQL_TYPES[f.kind], primary_key=f.name == "claim_id", nullable=not f.required)
+               for f in CLAIM_FIELDS]
+    columns += [sa.Column("extras", sa.Text(), nullable=True),
+                sa.Column("origin", sa.String(16), nullable=False),
+                sa.Column("stored_at", sa.DateTime(), nullable=False)]
+    indexes = [sa.Index(f"ix_claims_{name}", name) for name in ENTITY_FIELDS]
+    return sa.Table("claims", metadata, *columns, *indexes)
+
+
+def _decisions_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "decisions", metadata,
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("claim_id", sa.String(128), nullable=False, index=True),
+        sa.Column("model_version", sa.String(32), nullable=False),
+        sa.Column("decision", sa.String(32), nullable=False),
+        sa.Column("fraud_probability", sa.Float(), nullable=False),
+        sa.Column("approval_probability", sa.Float(), nullable=True),
+        sa.Column("anomaly_score", sa.Float(), nullable=False),
+        sa.Column("response", sa.Text(), nullable=False),
+        sa.Column("scored_at", sa.DateTime(), nullable=False, index=True),
+    )
+
+
+class ClaimStore:
+    """Claims and decisions in one relational database."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = sa.create_engine(url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            # WAL lets readers go on while a decision commits; the service is one writer per replica.
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.metadata = sa.MetaData()
+        self.claims = _claims_table(self.metadata)
+        self.decisions = _decisions_table(self.metadata)
+        self.metadata.create_all(self.engine)
+        self._field_names = [f.name for f in CLAIM_FIELDS]
+
+    def count_claims(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(self.claims)).scalar_one()
+
+    def seed(self, claims: pd.DataFrame, origin: str = "training") -> int:
+        """Load known claims (the training history) in chunks; claims already stored are kept."""
+        stored_at = _now()
+        rows = [_row(rec, origin, stored_at) for rec in _records(claims)]
+        with self.engine.begin() as conn:
+            existing = set(conn.execute(sa.select(self.claims.c.claim_id)).scalars())
+            fresh = [r for r in rows if r["claim_id"] not in existing]
+            for start in range(0, len(fresh), SEED_CHUNK):
+                conn.execute(self.claims.insert(), fresh[start:start + SEED_CHUNK])
+        return len(fresh)
+
+    def history(self, claims: pd.DataFrame) -> pd.DataFrame:
+        """Every stored claim sharing an entity (claimant, policy, payee, phone, address, provider) with `claims`."""
+        conditions = []
+        for name in ENTITY_FIELDS:
+            if name in claims.columns:
+                values = [v for v in claims[name].dropna().unique().tolist() if v != ""]
+                if values:
+                    conditions.append(self.claims.c[name].in_(values))
+        if not conditions:
+            return self._frame([])
+        query = sa.select(*[self.claims.c[n] for n in self._field_names]).where(sa.or_(*conditions))
+        with self.engine.connect() as conn:
+            return self._frame(conn.execute(query).all())
+
+    def record(self, claims: pd.DataFrame, responses: list[dict], model_version: str) -> None:
+        """Store the claims (replacing earlier versions of the same claim_id) and their decisions, atomically."""
+        now = _now()
+        rows = [_row(rec, "scored", now) for rec in _records(claims)]
+        ids = [r["claim_id"] for r in rows]
+        decisions = [{
+            "claim_id": r["claim_id"], "model_version": str(model_version), "decision": resp["decision"],
+            "fraud_probability": resp["scores"]["fraud_probability"],
+            "approval_probability": resp["scores"].get("approval_probability"),
+            "anomaly_score": resp["scores"]["anomaly_score"],
+            "response": json.dumps(resp, default=str), "scored_at": now,
+        } for r, resp in zip(rows, responses)]
+        with self.engine.begin() as conn:
+            conn.execute(self.claims.delete().where(self.claims.c.claim_id.in_(ids)))
+            conn.execute(self.claims.insert(), rows)
+            conn.execute(self.decisions.insert(), decisions)
+
+    def decisions_for(self, claim_id: str) -> list[dict]:
+        """Every decision given for a claim, oldest first."""
+        query = sa.select(self.decisions).where(self.decisions.c.claim_id == claim_id).order_by(self.decisions.c.id)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) | {"response": json.loads(r.response)} for r in conn.execute(query)]
+
+    def _frame(self, rows: Iterable) -> pd.DataFrame:
+        frame = pd.DataFrame([tuple(r) for r in rows], columns=self._field_names)
+        return _typed(frame, CLAIM_FIELDS)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _records(claims: pd.DataFrame) -> list[dict]:
+    return claims.astype(object).where(claims.notna(), None).to_dict(orient="records")
+
+
+def _row(record: dict, origin: str, stored_at: datetime) -> dict:
+    row = {}
+    extras = {}
+    canonical = {f.name for f in CLAIM_FIELDS}
+    for key, value in record.items():
+        if isinstance(value, pd.Timestamp):
+            value = value.to_pydatetime()
+        elif isinstance(value, np.generic):
+            value = value.item()
+        if key in canonical:
+            row[key] = value
+        elif key.startswith("extra_"):
+            extras[key] = value
+    for name in canonical - row.keys():
+        row[name] = None
+    row.update(extras=json.dumps(extras) if extras else None, origin=origin, stored_at=stored_at)
+    return row
+
+
+def _typed(frame: pd.DataFrame, fields: tuple[ClaimField, ...]) -> pd.DataFrame:
+    """Database rows back to the canonical dtypes the feature builder expects."""
+    for f in fields:
+        col = frame[f.name]
+        if f.kind in ("date", "datetime"):
+            frame[f.name] = pd.to_datetime(col).astype("datetime64[s]")
+        elif f.kind == "number":
+            frame[f.name] = pd.to_numeric(col).astype("float64")
+        elif f.kind == "integer":
+            frame[f.name] = pd.array(col, dtype="Int64")
+        elif f.kind == "boolean":
+            frame[f.name] = pd.array(col, dtype="boolean")
+        else:
+            frame[f.name] = col.astype("str")
+    return frame
