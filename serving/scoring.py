@@ -1,0 +1,102 @@
+"""Scoring claims online: validate, history from the store, features, scores, decision, reasons, persist.
+
+Plain Python with no web framework in it, so the HTTP service, the benchmark and the tests all
+drive the same path. Nothing is acknowledged before it is committed to the store.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+
+from models.bundle import TriageBundle
+from models.config import Deadlines
+from models.explain import Explainer
+from models.policy import AUTO_APPROVE, RULE_TEXT
+from serving.store import ClaimStore
+
+TOP_REASONS = 5
+
+
+@dataclass
+class ScoredBatch:
+    """Per input claim, in order: a response dict, or an error dict naming each bad field."""
+
+    results: list[dict]
+
+    @property
+    def n_errors(self) -> int:
+        return sum("errors" in r for r in self.results)
+
+
+class Scorer:
+    """One model version, its explainer and the claim store, ready to score."""
+
+    def __init__(self, bundle: TriageBundle, model_version: str, store: ClaimStore, deadlines: Deadlines):
+        self.bundle = bundle
+        self.model_version = str(model_version)
+        self.store = store
+        self.deadlines = deadlines
+        self.explainer = Explainer(bundle)
+
+    def score(self, records: list[dict], explain: bool = True, now: datetime | None = None) -> ScoredBatch:
+        """Score claims given as JSON-like dicts; invalid ones get an error entry, the others a decision."""
+        now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+        frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+        report = self.bundle.validate(frame, as_of=pd.Timestamp(now))
+        results: list[dict | None] = [None] * len(records)
+        for row, errors in report.errors.groupby("row", sort=True):
+            results[int(row)] = {"claim_id": _text(records[int(row)].get("claim_id")),
+                                 "errors": [{"field": e.column, "value": e.value, "reason": e.reason}
+                                            for e in errors.itertuples(index=False)]}
+        valid = report.claims
+        if len(valid):
+            responses = self._decide(valid, explain, now)
+            self.store.record(valid, responses, self.model_version)
+            for position, response in zip(np.flatnonzero(report.valid_mask), responses):
+                results[int(position)] = response
+        return ScoredBatch(results)
+
+    def _decide(self, claims: pd.DataFrame, explain: bool, now: datetime) -> list[dict]:
+        history = self.store.history(claims)
+        matrix = self.bundle.features(claims, history)
+        scores = self.bundle.model_scores(claims, matrix)
+        decisions = self.bundle.policy.decide(scores.fraud, scores.anomaly, scores.approval, scores.blocked)
+        reasons = self.explainer.reasons(matrix, TOP_REASONS) if explain else [None] * len(claims)
+        respond_by = now + timedelta(hours=self.deadlines.respond_hours)
+        resolve_by = now + timedelta(hours=self.deadlines.resolve_hours)
+        out = []
+        for i, claim_id in enumerate(claims["claim_id"].tolist()):
+            decision = str(decisions[i])
+            response = {
+                "claim_id": claim_id,
+                "model_version": self.model_version,
+                "decision": decision,
+                "scores": {
+                    "approval_probability": None if scores.approval is None else float(scores.approval[i]),
+                    "fraud_probability": float(scores.fraud[i]),
+                    "anomaly_score": float(scores.anomaly[i]),
+                },
+                "rule_hits": [{"rule": r, "text": RULE_TEXT[r]} for r in scores.rules[i]],
+                "deadlines": None if decision == AUTO_APPROVE else {
+                    "respond_by": _iso(respond_by), "resolve_by": _iso(resolve_by)},
+                "scored_at": _iso(now),
+            }
+            if reasons[i] is not None:
+                response["reasons"] = {model: [r.as_dict() for r in rs] for model, rs in reasons[i].items()}
+            out.append(response)
+        return out
+
+
+def _iso(moment: datetime) -> str:
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000).isoformat(timespec="milliseconds") + "Z"
+
+
+def _text(value) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value)[:128]
