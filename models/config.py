@@ -29,6 +29,7 @@ class RegistryConfig:
 class DecisionTargets:
     auto_approve_precision: float = 0.99
     auto_approve_min_support: int = 50
+    auto_approve_confidence_z: float = 1.645
     siu_referral_rate: float = 0.02
     anomaly_alert_rate: float = 0.01
     auto_approve_amount_cap: float = 25_000.0

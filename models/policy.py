@@ -89,12 +89,24 @@ class DecisionPolicy:
         return {"targets": asdict(self.targets), "thresholds": asdict(self.thresholds_)}
 
 
+def wilson_lower_bound(hits: np.ndarray, counts: np.ndarray, z: float) -> np.ndarray:
+    """One-sided lower confidence bound of a proportion (Wilson score interval)."""
+    p = hits / counts
+    centre = p + z * z / (2 * counts)
+    margin = z * np.sqrt(p * (1 - p) / counts + z * z / (4 * counts * counts))
+    return (centre - margin) / (1 + z * z / counts)
+
+
 def _approval_threshold(approval: np.ndarray, payable: np.ndarray, targets: DecisionTargets):
-    """Lowest approval probability whose approved set still meets the precision target."""
+    """Lowest approval probability whose approved set meets the precision target with confidence.
+
+    Judged on the lower confidence bound of the validation precision, not the point estimate:
+    a threshold that merely scrapes 99% on validation claims falls below it on the next ones.
+    """
     order = np.argsort(-approval, kind="stable")
     hits = np.cumsum(payable[order])
     counts = np.arange(1, len(order) + 1)
-    precision = hits / counts
+    precision = wilson_lower_bound(hits, counts, targets.auto_approve_confidence_z)
     # Only cut where the next claim scores strictly lower, so ties are never split.
     scores = approval[order]
     cut_ok = np.append(scores[1:] < scores[:-1], True)
@@ -103,6 +115,7 @@ def _approval_threshold(approval: np.ndarray, payable: np.ndarray, targets: Deci
         return None, None, (f"no threshold reaches {targets.auto_approve_precision:.1%} precision on "
                             f"{targets.auto_approve_min_support}+ validation claims: no automatic approval")
     k = int(np.flatnonzero(ok)[-1])
-    return float(scores[k]), float(precision[k]), (
-        f"auto-approve at approval probability >= {scores[k]:.4f}: {precision[k]:.2%} of {k + 1} "
-        f"validation claims above it were payable as filed")
+    observed = hits[k] / (k + 1)
+    return float(scores[k]), float(observed), (
+        f"auto-approve at approval probability >= {scores[k]:.4f}: {observed:.2%} of {k + 1} validation claims "
+        f"above it were payable as filed (lower confidence bound {precision[k]:.2%})")

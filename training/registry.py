@@ -106,15 +106,15 @@ def promote(version: str, config: Config, force: bool = False, reason: str = "")
     except MlflowException as err:
         raise PromotionError(f"{name} has no version {version}") from err
     current = champion_version(client, config)
-    if current is None or current.version == candidate.version:
-        result = Promotion(candidate.version, None, {}, {}, False)
+    if current is None or str(current.version) == str(candidate.version):
+        result = Promotion(str(candidate.version), None, {}, {}, False)
     else:
         claims = _evaluation_claims(client, candidate.run_id)
         ours = compare_metrics(load_bundle(f"models:/{name}/{candidate.version}"), claims)
         theirs = compare_metrics(load_bundle(f"models:/{name}/{current.version}"), claims)
         shared = [k for k in ours if k in theirs]
         worse = [k for k in shared if ours[k] < theirs[k] - config.registry.promotion_tolerance]
-        result = Promotion(candidate.version, current.version, {k: ours[k] for k in shared},
+        result = Promotion(str(candidate.version), str(current.version), {k: ours[k] for k in shared},
                            {k: theirs[k] for k in shared}, forced=bool(worse))
         if worse and not force:
             raise PromotionError(f"version {candidate.version} is worse than champion version {current.version} "

@@ -1,14 +1,17 @@
 """The decision policy: thresholds meet their targets on validation; precedence; hard rules."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from models.config import DecisionTargets
-from models.policy import AUTO_APPROVE, ENHANCED_REVIEW, SIU_REFERRAL, STANDARD_REVIEW, DecisionPolicy, rule_hits
+from models.policy import (AUTO_APPROVE, ENHANCED_REVIEW, SIU_REFERRAL, STANDARD_REVIEW, DecisionPolicy, rule_hits,
+                           wilson_lower_bound)
 
 TARGETS = DecisionTargets(auto_approve_precision=0.99, auto_approve_min_support=50, siu_referral_rate=0.02,
-                          anomaly_alert_rate=0.01, auto_approve_amount_cap=25_000)
+                          anomaly_alert_rate=0.01, auto_approve_amount_cap=25_000, auto_approve_confidence_z=0.0)
 
 
 def fitted(approval, payable, n=None, fraud=None, anomaly=None, blocked=None):
@@ -32,6 +35,21 @@ def test_auto_approve_threshold_is_the_lowest_that_keeps_99_percent_precision():
     assert payable[approved].mean() >= 0.99
     assert approved.sum() == 306
     assert th.validation_auto_approve_precision == pytest.approx(payable[approved].mean())
+
+
+def test_the_confidence_bound_makes_the_threshold_stricter_than_the_point_estimate():
+    n = 5000
+    approval = np.linspace(1, 0, n)
+    payable = np.ones(n, bool)
+    payable[::50] = False  # 98% payable everywhere, plus a clean top
+    payable[:1500] = True
+    point = fitted(approval, payable, fraud=np.zeros(n), anomaly=np.zeros(n)).thresholds_
+    careful = DecisionPolicy(replace(TARGETS, auto_approve_confidence_z=1.645)).fit(
+        np.zeros(n), np.zeros(n), approval, payable, np.zeros(n, bool)).thresholds_
+    assert careful.auto_approve_probability > point.auto_approve_probability
+    approved = approval >= careful.auto_approve_probability
+    hits, count = payable[approved].sum(), approved.sum()
+    assert wilson_lower_bound(np.array([hits]), np.array([count]), 1.645)[0] >= 0.99
 
 
 def test_no_threshold_when_the_target_is_out_of_reach():

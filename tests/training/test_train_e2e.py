@@ -35,7 +35,7 @@ def test_train_register_promote_and_predict(generated_claims, mlflow_home):
     artifacts = {a.path for a in client.list_artifacts(first.run_id, "plots")}
     assert {"plots/roc_pr.png", "plots/calibration.png", "plots/shap_fraud.png", "plots/shap_eligibility.png",
             "plots/shap_anomaly.png"} <= artifacts
-    assert client.get_model_version_by_alias("claim-triage", "champion").version == "1"
+    assert str(client.get_model_version_by_alias("claim-triage", "champion").version) == "1"
     assert run.inputs.dataset_inputs, "the dataset's description is logged with the run"
 
     # The registered model, loaded as any MLflow user would, scores canonical claims.
@@ -53,9 +53,9 @@ def test_train_register_promote_and_predict(generated_claims, mlflow_home):
     assert second.version == "2" and second.promotion is None
     with pytest.raises(registry.PromotionError, match="worse than champion version 1"):
         registry.promote("2", config)
-    assert client.get_model_version_by_alias("claim-triage", "champion").version == "1"
+    assert str(client.get_model_version_by_alias("claim-triage", "champion").version) == "1"
     forced = registry.promote("2", config, force=True, reason="drill")
-    assert forced.forced and client.get_model_version_by_alias("claim-triage", "champion").version == "2"
+    assert forced.forced and str(client.get_model_version_by_alias("claim-triage", "champion").version) == "2"
     assert client.get_model_version("claim-triage", "2").tags["forced"] == "drill"
 
     # An equally good challenger (same data, same seed) is promoted without force.

@@ -1,0 +1,290 @@
+"""Synthetic claims with the fraud mechanisms a claims professional would recognise.
+
+Policies, claimants, providers, payee accounts, phones and addresses recur over a history of
+two years or more. Labels are drawn from probabilities that are written out beside them
+(`true_fraud_prob`, `true_paid_as_filed_prob`), so every model figure can be set against the best
+any model could do. Those probabilities depend almost only on what a model can observe (the
+claim and its entities' earlier claims): real fraud is rare and never cleanly separable, but the
+gap to the oracle must come from the model, not from hidden dice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.history import history_features
+
+DAY = np.timedelta64(1, "D")
+CLAIMS_PER_POLICY = 2.5
+REGIONS = np.array(["north", "south", "east", "west", "central", "coast", "mountain", "metro"])
+LOSS_TYPES = {  # line -> (loss types, their shares, median cost, spread of log cost)
+    "auto": (["collision", "theft", "glass", "injury", "vandalism"], [0.45, 0.10, 0.20, 0.10, 0.15],
+             [4_500, 9_000, 600, 15_000, 1_500], [0.7, 0.6, 0.4, 0.9, 0.6]),
+    "property": (["water", "fire", "storm", "theft", "vandalism"], [0.35, 0.10, 0.30, 0.15, 0.10],
+                 [7_000, 30_000, 9_000, 5_000, 2_500], [0.8, 1.0, 0.8, 0.7, 0.6]),
+}
+AUTO_SHARE = 0.65
+RING_EVERY = 2_000          # one fraud ring per this many claims
+RING_MEMBERS = (4, 16)      # members per ring, [low, high)
+LOSS_BEFORE_START = 0.012   # share of losses dated before the policy started (back-dated cover)
+LATE_REPORT_SHARE = 0.08    # share reported weeks or months late
+HOUSEHOLD_SHARE = 0.05      # claimants sharing an address legitimately
+FRAUD_BASE_LOGIT = -7.6
+FRAUD_SIGNAL_SCALE = 1.4
+PAID_BASE_LOGIT = 1.0
+PAID_SIMPLE_BONUS = 5.0     # glass repairs: small, standard, almost always paid as filed
+
+
+def generate_claims(n_claims: int, seed: int = 0, start: str = "2023-01-01", months: int = 30,
+                    anomaly_rate: float = 0.005) -> pd.DataFrame:
+    """A deterministic synthetic claims history of `n_claims` claims, sorted by report time."""
+    if n_claims < 100:
+        raise ValueError(f"n_claims must be at least 100, got {n_claims}")
+    rng = np.random.default_rng(seed)
+    span_start = np.datetime64(start, "D")
+    span_days = int(months * 30.44)
+    n_rings = max(1, n_claims // RING_EVERY)
+    ring = _rings(rng, n_rings, span_days)
+    n_regular = n_claims - len(ring["member"])
+    people = _policies_and_people(rng, n_regular, n_rings, ring, span_start, span_days)
+    claims = _claims(rng, people, ring, n_regular, span_start, span_days)
+    injected = _inject_anomalies(rng, claims, anomaly_rate)
+    frame = _frame(claims, people, seed)
+    frame["is_injected_anomaly"] = injected
+    _draw_labels(rng, frame, claims)
+    frame = frame.sort_values(["report_date", "claim_id"], kind="stable").reset_index(drop=True)
+    frame["claim_id"] = pd.array([f"C{i:09d}" for i in range(len(frame))], dtype="str")
+    return frame
+
+
+def _rings(rng, n_rings: int, span_days: int) -> dict:
+    """Ring members, each filing one to three claims within the ring's active months."""
+    sizes = rng.integers(*RING_MEMBERS, size=n_rings)
+    member_ring = np.repeat(np.arange(n_rings), sizes)
+    claims_each = rng.integers(1, 4, size=len(member_ring))
+    claim_member = np.repeat(np.arange(len(member_ring)), claims_each)
+    ring_of_claim = member_ring[claim_member]
+    active_from = rng.integers(0, max(span_days - 180, 1), size=n_rings)
+    loss_day = active_from[ring_of_claim] + rng.integers(0, 180, size=len(claim_member))
+    return {"n": n_rings, "member_ring": member_ring, "member": claim_member, "ring": ring_of_claim,
+            "loss_day": loss_day, "active_from": active_from}
+
+
+def _policies_and_people(rng, n_regular: int, n_rings: int, ring: dict, span_start, span_days: int) -> dict:
+    """Policies with their claimant, contact details, payee account; ring members share theirs."""
+    n_policies = max(10, int(n_regular / CLAIMS_PER_POLICY))
+    n_members = len(ring["member_ring"])
+    total = n_policies + n_members
+    claimant = np.arange(total)
+    reuse = rng.random(n_policies) < 0.04  # some claimants hold a second policy
+    claimant[:n_policies][reuse] = rng.integers(0, n_policies, size=reuse.sum())
+    inside = rng.random(total) < 0.25
+    start = np.where(inside, rng.integers(0, span_days, size=total), -rng.integers(30, 8 * 365, size=total))
+    lob_auto = rng.random(total) < AUTO_SHARE
+    phone, address, account = claimant.copy(), claimant.copy(), claimant.copy()
+    households = rng.random(total) < HOUSEHOLD_SHARE
+    address[households] = rng.integers(0, total, size=households.sum())
+    # Ring members: a handful of phones, accounts and addresses shared across the ring.
+    m = slice(n_policies, total)
+    member_ring = ring["member_ring"]
+    shared_pick = rng.integers(0, 3, size=n_members)
+    ring_base = total + 10 * member_ring
+    phone[m] = np.where(rng.random(n_members) < 0.7, ring_base + shared_pick, phone[m])
+    account[m] = np.where(rng.random(n_members) < 0.7, ring_base + 3 + shared_pick % 2, account[m])
+    address[m] = np.where(rng.random(n_members) < 0.5, ring_base + 5, address[m])
+    # Ring policies are taken out shortly before the ring starts claiming.
+    start[m] = ring["active_from"][member_ring] - rng.integers(10, 200, size=n_members)
+    first_start = pd.Series(start).groupby(claimant).transform("min").to_numpy()
+    tenure = np.where(rng.random(total) < 0.6, rng.integers(0, 10 * 365, size=total), 0)
+    return {"n_policies": n_policies, "claimant": claimant, "start": start, "auto": lob_auto, "phone": phone,
+            "address": address, "account": account, "customer_since": first_start - tenure,
+            "age": np.clip(rng.normal(47, 15, size=total).round(), 18, 90).astype(int),
+            "premium": np.round(rng.lognormal(np.log(np.where(lob_auto, 1_100, 1_400)), 0.35), 2),
+            "limit": np.where(lob_auto, rng.choice([25e3, 50e3, 100e3, 250e3], size=total),
+                              rng.choice([150e3, 300e3, 500e3, 1e6], size=total)),
+            "deductible": rng.choice([250.0, 500.0, 1000.0, 2000.0], size=total, p=[0.2, 0.4, 0.3, 0.1]),
+            "region": rng.integers(0, len(REGIONS), size=total), "span_start": span_start}
+
+
+def _claims(rng, people: dict, ring: dict, n_regular: int, span_start, span_days: int) -> dict:
+    """Which policy each claim is on, when it happened and what it cost."""
+    # Claim counts per policy are overdispersed: a few policies claim again and again.
+    weight = rng.gamma(0.6, size=people["n_policies"])
+    policy = np.concatenate([rng.choice(people["n_policies"], size=n_regular, p=weight / weight.sum()),
+                             people["n_policies"] + ring["member"]])
+    n = len(policy)
+    is_ring = np.arange(n) >= n_regular
+    start = people["start"][policy]
+    earliest = np.maximum(start, 0)
+    loss_day = earliest + (rng.random(n) * (span_days - earliest)).astype(int)
+    loss_day[is_ring] = np.maximum(ring["loss_day"], start[is_ring] + 1)
+    # Back-dated cover: only policies that started inside the period can show it.
+    early = (rng.random(n) < LOSS_BEFORE_START) & (start > 30)
+    loss_day[early] = start[early] - rng.integers(1, 30, size=early.sum())
+    auto = people["auto"][policy]
+    loss_type, cost = _loss_types_and_costs(rng, auto)
+    ring_inflate = np.where(is_ring, rng.uniform(1.3, 2.5, size=n), 1.0)
+    amount = np.round(cost * ring_inflate, 2)
+    return {"policy": policy, "is_ring": is_ring, "ring": np.where(is_ring, np.r_[np.full(n_regular, -1),
+                                                                                  ring["ring"]], -1),
+            "loss_day": loss_day, "auto": auto, "loss_type": loss_type, "amount": amount, "n": n,
+            **_circumstances(rng, loss_type, auto, is_ring)}
+
+
+def _loss_types_and_costs(rng, auto: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n = len(auto)
+    loss_type = np.empty(n, dtype=object)
+    cost = np.empty(n)
+    for line, is_line in (("auto", auto), ("property", ~auto)):
+        names, shares, medians, spreads = LOSS_TYPES[line]
+        pick = rng.choice(len(names), size=is_line.sum(), p=shares)
+        loss_type[is_line] = np.array(names, dtype=object)[pick]
+        cost[is_line] = np.exp(np.log(np.array(medians)[pick]) + np.array(spreads)[pick] * rng.normal(size=len(pick)))
+    return loss_type, np.maximum(cost, 50.0)
+
+
+def _circumstances(rng, loss_type: np.ndarray, auto: np.ndarray, is_ring: np.ndarray) -> dict:
+    """Report delay, hour, police, witnesses, injuries, vehicles, attorney, provider use."""
+    n = len(loss_type)
+    late = rng.random(n) < LATE_REPORT_SHARE + 0.15 * is_ring
+    delay_days = np.where(late, rng.uniform(7, 120, size=n), rng.exponential(1.2, size=n))
+    night_prone = np.isin(loss_type, ["theft", "vandalism"])
+    hour = np.where(night_prone & (rng.random(n) < 0.5), rng.integers(0, 5, size=n), rng.integers(6, 23, size=n))
+    crime_or_crash = np.isin(loss_type, ["theft", "collision", "injury", "vandalism"])
+    police = rng.random(n) < np.where(crime_or_crash, 0.75 - 0.4 * is_ring, 0.25)
+    witnesses = rng.poisson(np.where(np.isin(loss_type, ["collision", "injury"]), 0.9 - 0.6 * is_ring, 0.2))
+    injuries = np.where(loss_type == "injury", 1 + rng.poisson(0.5, size=n),
+                        np.where(loss_type == "collision", rng.poisson(0.15, size=n), 0))
+    vehicles = np.where(auto, np.where(loss_type == "collision", 1 + rng.poisson(0.7, size=n), 1), 0)
+    attorney = rng.random(n) < np.where(loss_type == "injury", 0.3 + 0.4 * is_ring,
+                                        np.where(loss_type == "collision", 0.05, 0.01))
+    return {"delay_days": delay_days, "hour": hour, "police": police, "witnesses": witnesses, "injuries": injuries,
+            "vehicles": vehicles, "attorney": attorney}
+
+
+def _inject_anomalies(rng, claims: dict, rate: float) -> np.ndarray:
+    """Abnormal payouts and absurd combinations, far outside anything the population shows."""
+    n = claims["n"]
+    injected = rng.random(n) < rate
+    payout = injected & (rng.random(n) < 0.6)
+    typical = pd.Series(claims["amount"]).groupby(claims["loss_type"]).transform("median").to_numpy()
+    claims["amount"][payout] = np.round(typical[payout] * rng.uniform(15, 60, size=payout.sum()), 2)
+    absurd = injected & ~payout
+    claims["vehicles"][absurd] = rng.integers(6, 13, size=absurd.sum())
+    claims["injuries"][absurd] = rng.integers(4, 10, size=absurd.sum())
+    claims["witnesses"][absurd] = rng.integers(10, 30, size=absurd.sum())
+    return injected
+
+
+def _hashed(prefix: str, values: np.ndarray, seed: int) -> pd.arrays.ArrowStringArray:
+    """Stable hash-looking ids: the claims system sends pseudonymised identifiers, never raw ones."""
+    mixed = (values.astype(np.uint64) + np.uint64(seed * 1_000_003 + 1)) * np.uint64(0x9E3779B97F4A7C15)
+    mixed ^= mixed >> np.uint64(29)
+    text = [f"{prefix}{v:012x}" for v in (mixed & np.uint64(0xFFFFFFFFFFFF)).tolist()]
+    return pd.array(text, dtype="str")
+
+
+def _with_missing(rng, values, dtype: str, share: float):
+    out = pd.array(values, dtype=dtype)
+    out[rng.random(len(out)) < share] = pd.NA
+    return out
+
+
+def _frame(claims: dict, people: dict, seed: int) -> pd.DataFrame:
+    """The canonical claim record for every generated claim."""
+    rng = np.random.default_rng(seed + 7)
+    p = claims["policy"]
+    n = claims["n"]
+    span_start = people["span_start"]
+    loss_date = span_start + claims["loss_day"] * DAY
+    report = (loss_date.astype("datetime64[s]") + (claims["hour"] * 3600).astype("timedelta64[s]")
+              + (claims["delay_days"] * 86_400).astype(np.int64).astype("timedelta64[s]"))
+    n_providers = max(20, n // 200)
+    provider = np.where(claims["auto"], rng.integers(0, n_providers // 2, size=n),
+                        rng.integers(n_providers // 2, n_providers, size=n))
+    provider = np.where(claims["is_ring"], n_providers + claims["ring"], provider)
+    no_provider = ~claims["is_ring"] & (rng.random(n) < 0.15)
+    provider_ids = _hashed("PR", provider, seed).astype(object)
+    provider_ids[no_provider] = None
+    return pd.DataFrame({
+        "claim_id": pd.array([f"tmp{i}" for i in range(n)], dtype="str"),
+        "policy_id": _hashed("P", p, seed),
+        "claimant_id": _hashed("CL", people["claimant"][p], seed),
+        "line_of_business": pd.array(np.where(claims["auto"], "auto", "property"), dtype="str"),
+        "loss_type": pd.array(claims["loss_type"].astype(str), dtype="str"),
+        "policy_start_date": (span_start + people["start"][p] * DAY).astype("datetime64[s]"),
+        "loss_date": loss_date.astype("datetime64[s]"),
+        "report_date": report,
+        "claim_amount": claims["amount"],
+        "coverage_limit": people["limit"][p],
+        "deductible": people["deductible"][p],
+        "annual_premium": people["premium"][p],
+        "loss_hour": _with_missing(rng, claims["hour"], "Int64", 0.05),
+        "police_report": _with_missing(rng, claims["police"], "boolean", 0.05),
+        "attorney_involved": _with_missing(rng, claims["attorney"], "boolean", 0.03),
+        "witnesses": _with_missing(rng, claims["witnesses"], "Int64", 0.03),
+        "injuries": pd.array(claims["injuries"], dtype="Int64"),
+        "vehicles_involved": pd.array(claims["vehicles"], dtype="Int64"),
+        "region": pd.array(REGIONS[people["region"][p]], dtype="str"),
+        "payee_account": _hashed("AC", people["account"][p], seed),
+        "claimant_phone": _hashed("PH", people["phone"][p], seed),
+        "claimant_address": _hashed("AD", people["address"][p], seed),
+        "provider_id": pd.array(provider_ids, dtype="str"),
+        "claimant_age": pd.array(people["age"][p], dtype="Int64"),
+        "customer_since": (span_start + people["customer_since"][p] * DAY).astype("datetime64[s]"),
+    })
+
+
+def _draw_labels(rng, frame: pd.DataFrame, claims: dict) -> None:
+    """True probabilities from observable signals (plus a little noise), then the labels."""
+    loss_type = frame["loss_type"].to_numpy(dtype=object)
+    amount = frame["claim_amount"].to_numpy()
+    typical = frame.groupby("loss_type")["claim_amount"].transform("median").to_numpy()
+    log_ratio = np.clip(np.log(amount / typical), -1.0, 3.0)
+    days = lambda a, b: (frame[a] - frame[b]).dt.total_seconds().to_numpy() / 86_400  # noqa: E731
+    policy_age, delay = days("loss_date", "policy_start_date"), days("report_date", "loss_date")
+    hist = history_features(frame, names=["claimant_claims_365d", "payee_account_other_claimants",
+                                          "phone_other_claimants", "address_other_claimants"])
+    shared = np.nan_to_num(hist["payee_account_other_claimants"] + hist["phone_other_claimants"]
+                           + hist["address_other_claimants"])
+    police = frame["police_report"].to_numpy(dtype=float, na_value=0.5)
+    witnesses = frame["witnesses"].to_numpy(dtype=float, na_value=0.5)
+    theft_or_crash = np.isin(loss_type, ["theft", "collision"])
+    injury = loss_type == "injury"
+    attorney = frame["attorney_involved"].to_numpy(dtype=float, na_value=0.0)
+    signals = (1.1 * log_ratio
+                   + 1.4 * (policy_age < 30) + 0.7 * ((policy_age >= 30) & (policy_age < 60)) + 2.5 * (policy_age < 0)
+                   + 1.3 * np.clip(np.log1p(delay) / np.log(30), 0, 1.5)
+                   + 1.0 * (theft_or_crash & (police < 0.5) & (witnesses < 0.5))
+                   + 0.8 * ((loss_type == "theft") & (claims["hour"] < 5))
+                   + 0.9 * (injury & (attorney > 0.5))
+                   + 0.45 * np.minimum(np.nan_to_num(hist["claimant_claims_365d"]), 4)
+                   + 1.6 * np.minimum(shared, 3) ** 0.5 + 1.2 * claims["is_ring"])
+    fraud_logit = FRAUD_BASE_LOGIT + FRAUD_SIGNAL_SCALE * signals + rng.normal(0, 0.3, size=len(frame))
+    fraud_p = 1 / (1 + np.exp(-fraud_logit))
+    glass, small = loss_type == "glass", log_ratio < np.log(0.6)
+    over_limit = amount > frame["coverage_limit"].to_numpy()
+    crash = np.isin(loss_type, ["collision", "injury"])
+    paid_logit = (PAID_BASE_LOGIT - 0.9 * log_ratio + PAID_SIMPLE_BONUS * glass + 1.0 * small - 0.7 * injury
+                  - 1.0 * (attorney > 0.5) - 0.8 * (delay > 14) - 2.5 * over_limit - 0.5 * (crash & (witnesses < 0.5))
+                  + 0.8 * (police > 0.5) + rng.normal(0, 0.2, size=len(frame)))
+    paid_given_honest = 1 / (1 + np.exp(-paid_logit))
+    is_fraud = rng.random(len(frame)) < fraud_p
+    frame["is_fraud"] = is_fraud
+    frame["paid_as_filed"] = (rng.random(len(frame)) < paid_given_honest) & ~is_fraud
+    frame["true_fraud_prob"] = fraud_p
+    frame["true_paid_as_filed_prob"] = (1 - fraud_p) * paid_given_honest
+
+
+def write_claims(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write claims as Parquet or CSV, by the file's suffix."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    elif path.suffix == ".csv":
+        frame.to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%S")
+    else:
+        raise ValueError(f"{path}: unknown file type {path.suffix!r}; use .parquet or .csv")
