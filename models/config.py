@@ -47,6 +47,8 @@ class TrainingConfig:
     min_child_samples: int = 50
     early_stopping_rounds: int = 40
     extra_trees: bool = False
+    feature_fraction: float = 0.9
+    reweight_rare_class: bool = True
     min_data_per_group: int = 100
     cat_smooth: float = 10.0
     anomaly_trees: int = 200

@@ -36,12 +36,14 @@ def _parser() -> argparse.ArgumentParser:
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="claims file (.parquet or .csv) with is_fraud and paid_as_filed labels")
     source.add_argument("--synthetic", type=int, metavar="N", help="train on N freshly generated claims")
+    train.add_argument("--mapping", help="dataset mapping (YAML) from the extract's columns to the claim record")
     train.add_argument("--seed", type=int, default=0, help="seed for --synthetic")
     train.add_argument("--no-promote", action="store_true",
                        help="do not make this version champion even when there is none yet")
 
     val = sub.add_parser("validate", help="check a claims file against the canonical schema")
     val.add_argument("--data", required=True)
+    val.add_argument("--mapping", help="dataset mapping (YAML), as for train")
     val.add_argument("--json", action="store_true", help="print the machine-readable report")
 
     promote = sub.add_parser("promote", help="make a registered version the champion if it is not worse")
@@ -90,13 +92,22 @@ def _generate(args, config) -> int:
 
 def _train(args, config) -> int:
     from training.data import read_claims
+    from training.fit import Extras
     from training.train import run_training
 
+    extras, partial = Extras(), False
     if args.synthetic is not None:
         from training.generate import generate_claims
 
+        if args.mapping:
+            raise ValueError("--mapping applies to --data, not to --synthetic")
         print(f"generating {args.synthetic:,} synthetic claims (seed {args.seed})")
         frame, source = generate_claims(args.synthetic, seed=args.seed), f"synthetic:{args.synthetic}:seed{args.seed}"
+    elif args.mapping:
+        mapping, frame = _mapped(args)
+        extras, partial = Extras(*mapping.extra_columns), True
+        config = with_training_overrides(config, mapping.training, args.mapping)
+        source = f"{Path(args.data).resolve()} via {Path(args.mapping).resolve()}"
     else:
         frame, source = read_claims(args.data), str(Path(args.data).resolve())
     with tqdm(total=len(TRAINING_STAGES), desc="train", unit="step", file=sys.stderr) as bar:
@@ -105,19 +116,50 @@ def _train(args, config) -> int:
             bar.n = TRAINING_STAGES.index(stage) + 1 if stage in TRAINING_STAGES else bar.n
             bar.refresh()
 
-        result = run_training(frame, config, source, progress, promote=not args.no_promote)
+        result = run_training(frame, config, source, progress, promote=not args.no_promote, extras=extras,
+                              partial=partial)
         bar.n = bar.total
     _print_result(result, config)
     return 0
 
 
+def _mapped(args):
+    """The extract through its mapping; mapping errors stop here, before any training."""
+    from features.mapping import apply_mapping, load_mapping, read_source
+
+    mapping = load_mapping(args.mapping)
+    return mapping, apply_mapping(read_source(args.data, mapping), mapping)
+
+
+def with_training_overrides(config, overrides: dict, where: str):
+    """The mapping's model-shape settings replace the configured ones; unknown keys are errors."""
+    from dataclasses import fields, replace
+
+    known = {f.name: type(getattr(config.training, f.name)) for f in fields(config.training)}
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown training settings {', '.join(unknown)}; known: {', '.join(known)}")
+    typed = {k: (float(v) if known[k] is float and isinstance(v, int) else v) for k, v in overrides.items()}
+    wrong = [k for k, v in typed.items() if not isinstance(v, known[k]) or isinstance(v, bool) != (known[k] is bool)]
+    if wrong:
+        raise ValueError(f"{where}: training settings of the wrong type: {', '.join(wrong)}")
+    return replace(config, training=replace(config.training, **typed))
+
+
 def _print_result(result, config) -> None:
+    for note in result.notes:
+        print(f"note: {note}")
     if result.n_invalid:
         print(f"{result.n_invalid} invalid claims were left out (see validation/report.txt in the run)")
     print(f"run {result.run_id}: registered {config.registry.model_name} version {result.version}")
     for key in HEADLINE_METRICS:
         if key in result.metrics:
             print(f"  {key:32s} {result.metrics[key]:.4f}")
+    cv = sorted(k[: -len("_mean")] for k in result.metrics if k.startswith("cv_") and k.endswith("_mean"))
+    if cv:
+        print("cross-validated (mean ± standard deviation over folds):")
+        for key in cv:
+            print(f"  {key:32s} {result.metrics[key + '_mean']:.4f} ± {result.metrics[key + '_std']:.4f}")
     if result.promotion:
         print(result.promotion.summary())
     else:
@@ -125,10 +167,15 @@ def _print_result(result, config) -> None:
 
 
 def _validate(args, config) -> int:
+    from features.schema import CLAIM_FIELDS
     from features.validation import validate_claims
     from training.data import read_claims
 
-    report = validate_claims(read_claims(args.data))
+    if args.mapping:
+        _, frame = _mapped(args)
+        report = validate_claims(frame, fields=[f for f in CLAIM_FIELDS if f.name in frame.columns])
+    else:
+        report = validate_claims(read_claims(args.data))
     print(report.to_json() if args.json else report.summary())
     return 0 if report.ok else 1
 

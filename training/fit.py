@@ -59,7 +59,7 @@ def booster_params(cfg: TrainingConfig, positive_weight: float) -> dict:
     return {
         "objective": "binary", "metric": "auc", "learning_rate": cfg.learning_rate,
         "num_leaves": cfg.num_leaves, "max_depth": cfg.max_depth, "min_child_samples": cfg.min_child_samples,
-        "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
+        "feature_fraction": cfg.feature_fraction, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
         "extra_trees": cfg.extra_trees, "min_data_per_group": cfg.min_data_per_group, "cat_smooth": cfg.cat_smooth,
         "scale_pos_weight": positive_weight, "seed": cfg.seed, "deterministic": True,
         "force_row_wise": True, "num_threads": 2, "verbose": -1,
@@ -97,7 +97,7 @@ def fit_bundle(claims: pd.DataFrame, split: Split, config: Config, progress: Pro
     is_fraud = claims["is_fraud"].to_numpy(dtype=bool)
     payable = payable_label(claims)
     progress("fraud model")
-    fraud = fit_boosted(matrix, is_fraud, split, builder, cfg, reweight=True)
+    fraud = fit_boosted(matrix, is_fraud, split, builder, cfg, reweight=cfg.reweight_rare_class)
     eligibility = None
     if payable is not None:
         progress("eligibility model")
