@@ -34,3 +34,15 @@ def mlflow_home(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     monkeypatch.chdir(tmp_path)
     return load_config()
+
+
+@pytest.fixture(scope="session")
+def fitted_run(typed_claims):
+    """A bundle fitted on the 20,000 generated claims (no MLflow), with its split and matrix."""
+    from models.config import Config
+    from training.data import split_claims
+    from training.fit import fit_bundle
+
+    config = Config()
+    split = split_claims(typed_claims, 0.15, 0.15, 0)
+    return fit_bundle(typed_claims, split, config)

@@ -1,0 +1,49 @@
+"""Claim-store backends: SQLite always, PostgreSQL where one is reachable (a fresh database per run)."""
+
+import uuid
+
+import pytest
+
+POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_url():
+    """A new, empty PostgreSQL database for this test session, or None where no server answers."""
+    import sqlalchemy as sa
+
+    try:
+        admin = sa.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 2})
+        name = f"claimtriage_test_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except Exception:  # noqa: BLE001 - no server here is a fact about the machine, not a failure
+        return None, None
+    return admin, name
+
+
+@pytest.fixture(scope="session")
+def postgres_database():
+    admin, name = _postgres_url()
+    if admin is None:
+        yield None
+        return
+    yield POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    import sqlalchemy as sa
+
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path, postgres_database):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'claims.db'}"
+    if postgres_database is None:
+        pytest.skip("no PostgreSQL server reachable on 127.0.0.1:5432")
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(postgres_database)
+    with engine.begin() as conn:  # each test starts from empty tables
+        conn.execute(sa.text("DROP TABLE IF EXISTS claims, decisions"))
+    engine.dispose()
+    return postgres_database
