@@ -65,11 +65,22 @@ class Deadlines:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    model_alias: str = "champion"
+    database_url: str = ""
+    max_batch_claims: int = 1000
+    synthetic_claims_if_no_champion: int = 200_000
+
+
+@dataclass(frozen=True)
 class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     targets: DecisionTargets = field(default_factory=DecisionTargets)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     deadlines: Deadlines = field(default_factory=Deadlines)
+    serving: ServingConfig = field(default_factory=ServingConfig)
     home: Path = field(default_factory=Path.cwd)
 
     @property
@@ -77,6 +88,12 @@ class Config:
         """MLFLOW_TRACKING_URI if set, else the file's setting, else SQLite in the home folder."""
         return (os.environ.get("MLFLOW_TRACKING_URI") or self.registry.tracking_uri
                 or f"sqlite:///{(self.home / 'mlflow.db').resolve()}")
+
+    @property
+    def database_url(self) -> str:
+        """CLAIMTRIAGE_DATABASE_URL if set, else the file's setting, else SQLite in the home folder."""
+        return (os.environ.get("CLAIMTRIAGE_DATABASE_URL") or self.serving.database_url
+                or f"sqlite:///{(self.home / 'claims.db').resolve()}")
 
     @property
     def artifact_location(self) -> str:

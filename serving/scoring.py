@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 
+from features.schema import FIELD_NAMES
 from models.bundle import TriageBundle
 from models.config import Deadlines
 from models.explain import Explainer
@@ -42,6 +43,8 @@ class Scorer:
         self.store = store
         self.deadlines = deadlines
         self.explainer = Explainer(bundle)
+        self.max_batch = 1000
+        self.allowed_fields = {f.name for f in bundle.claim_fields} | set(FIELD_NAMES)
 
     def score(self, records: list[dict], explain: bool = True, now: datetime | None = None) -> ScoredBatch:
         """Score claims given as JSON-like dicts; invalid ones get an error entry, the others a decision."""
@@ -49,15 +52,22 @@ class Scorer:
         frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
         report = self.bundle.validate(frame, as_of=pd.Timestamp(now))
         results: list[dict | None] = [None] * len(records)
-        for row, errors in report.errors.groupby("row", sort=True):
-            results[int(row)] = {"claim_id": _text(records[int(row)].get("claim_id")),
-                                 "errors": [{"field": e.column, "value": e.value, "reason": e.reason}
-                                            for e in errors.itertuples(index=False)]}
-        valid = report.claims
+        problems: dict[int, list[dict]] = {}
+        for e in report.errors.itertuples(index=False):
+            problems.setdefault(int(e.row), []).append({"field": e.column, "value": e.value, "reason": e.reason})
+        for row, record in enumerate(records):
+            unknown = sorted(set(record) - self.allowed_fields)
+            problems.setdefault(row, []).extend(
+                {"field": name, "value": None, "reason": "is not a field of the claim record"} for name in unknown)
+        for row, errors in problems.items():
+            if errors:
+                results[row] = {"claim_id": _text(records[row].get("claim_id")), "errors": errors}
+        ok = np.array([results[i] is None for i in range(len(records))], dtype=bool)
+        valid = report.claims.loc[ok[report.valid_mask]] if len(records) else report.claims
         if len(valid):
             responses = self._decide(valid, explain, now)
             self.store.record(valid, responses, self.model_version)
-            for position, response in zip(np.flatnonzero(report.valid_mask), responses):
+            for position, response in zip(np.flatnonzero(ok), responses):
                 results[int(position)] = response
         return ScoredBatch(results)
 

@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--mapping", help="dataset mapping (YAML), as for train")
     val.add_argument("--json", action="store_true", help="print the machine-readable report")
 
+    serve = sub.add_parser("serve", help="serve the champion over HTTP (BentoML); trains one first if there is none")
+    serve.add_argument("--host", help="address to listen on (default from claimtriage.toml: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default from claimtriage.toml: 3000)")
+    serve.add_argument("--model", help="model URI to serve instead, e.g. models:/claim-triage/3 or "
+                                       "models:/claim-triage@challenger")
+
     promote = sub.add_parser("promote", help="make a registered version the champion if it is not worse")
     promote.add_argument("version")
     promote.add_argument("--force", action="store_true", help="promote even if worse (recorded as a tag)")
@@ -187,7 +193,31 @@ def _promote(args, config) -> int:
     return 0
 
 
-COMMANDS = {"generate": _generate, "train": _train, "validate": _validate, "promote": _promote}
+def _serve(args, config) -> int:
+    """Start BentoML on the registered model; on an empty registry, train a champion first."""
+    from training import registry
+
+    client = registry.configure(config)
+    if args.model is None and registry.champion_version(client, config) is None:
+        n = config.serving.synthetic_claims_if_no_champion
+        print(f"no champion in the registry at {config.tracking_uri}: training one on {n:,} generated "
+              f"synthetic claims first")
+        train_args = argparse.Namespace(synthetic=n, seed=0, data=None, mapping=None, no_promote=False)
+        _train(train_args, config)
+    host, port = args.host or config.serving.host, args.port or config.serving.port
+    env = dict(os.environ, MLFLOW_TRACKING_URI=config.tracking_uri, CLAIMTRIAGE_HOME=str(config.home),
+               CLAIMTRIAGE_DATABASE_URL=config.database_url)
+    if args.model:
+        env["CLAIMTRIAGE_MODEL_URI"] = args.model
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:ClaimTriage", "--host", host,
+               "--port", str(port), "--working-dir", str(root)]
+    print(f"serving on http://{host}:{port} (API docs at /docs; claim store {config.database_url})", flush=True)
+    os.execvpe(command[0], command, env)
+    return 0  # not reached: the server replaces this process
+
+
+COMMANDS = {"generate": _generate, "train": _train, "validate": _validate, "promote": _promote, "serve": _serve}
 
 if __name__ == "__main__":
     sys.exit(main())

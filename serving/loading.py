@@ -1,0 +1,65 @@
+"""Start-up: the registered model, its explainer and the claim store, seeded with its training claims."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+
+from models.config import Config, load_config
+from models.pyfunc import load_bundle
+from serving.scoring import Scorer
+from serving.store import ClaimStore
+
+log = logging.getLogger("claimtriage.serving")
+EVALUATION_ARTIFACT = "evaluation/claims.parquet"
+
+
+def model_uri_for(config: Config, uri: str | None = None) -> str:
+    return uri or f"models:/{config.registry.model_name}@{config.serving.model_alias}"
+
+
+def resolve_version(client: MlflowClient, config: Config, uri: str):
+    """The registry's model version behind a models:/name@alias or models:/name/version URI."""
+    ref = uri.removeprefix("models:/")
+    name, _, rest = ref.partition("@") if "@" in ref else ref.partition("/")
+    if "@" in ref:
+        return client.get_model_version_by_alias(name, rest)
+    return client.get_model_version(name, rest)
+
+
+def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[Scorer, dict]:
+    """Everything the service needs, loaded once per process."""
+    config = config or load_config()
+    mlflow.set_tracking_uri(config.tracking_uri)
+    mlflow.set_registry_uri(config.tracking_uri)
+    client = MlflowClient()
+    uri = model_uri_for(config, uri)
+    version = resolve_version(client, config, uri)
+    bundle = load_bundle(f"models:/{version.name}/{version.version}")
+    store = ClaimStore(config.database_url)
+    if store.count_claims() == 0:
+        seeded = store.seed(_training_claims(client, version.run_id), origin="training")
+        log.info("claim store %s seeded with %d training claims", config.database_url, seeded)
+    scorer = Scorer(bundle, str(version.version), store, config.deadlines)
+    scorer.max_batch = config.serving.max_batch_claims
+    run = client.get_run(version.run_id)
+    info = {
+        "model_uri": uri, "name": version.name, "version": str(version.version), "run_id": version.run_id,
+        "trained_at": bundle.metadata.get("trained_at"), "source": bundle.metadata.get("source"),
+        "metrics": run.data.metrics, "policy": bundle.policy.describe(),
+        "features": bundle.builder.feature_names_, "claim_fields": [f.name for f in bundle.claim_fields],
+        "deadlines_hours": {"respond": config.deadlines.respond_hours, "resolve": config.deadlines.resolve_hours},
+        "max_batch_claims": scorer.max_batch,
+    }
+    return scorer, info
+
+
+def _training_claims(client: MlflowClient, run_id: str) -> pd.DataFrame:
+    """The claims the model was trained and tested on: the history new claims are scored against."""
+    with tempfile.TemporaryDirectory() as tmp:
+        claims = pd.read_parquet(client.download_artifacts(run_id, EVALUATION_ARTIFACT, tmp))
+    return claims

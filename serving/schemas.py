@@ -1,0 +1,104 @@
+"""The HTTP contract: request and response bodies, generated from the canonical claim record.
+
+The request model checks JSON types only (text, number, true/false); ranges, dates and the
+rules across fields are checked by the claim validation the rest of the project uses, so a
+claim means the same thing at the door as in training.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, create_model
+
+from features.schema import CLAIM_FIELDS
+
+_JSON_TYPES = {
+    "string": StrictStr, "date": StrictStr, "datetime": StrictStr, "boolean": StrictBool,
+    "number": Union[StrictInt, StrictFloat], "integer": Union[StrictInt, StrictFloat],
+}
+_FORMATS = {"date": "date", "datetime": "date-time"}
+EXAMPLE_CLAIM = {
+    "claim_id": "C-2025-000123", "policy_id": "P8c1f0e2a9b7d", "claimant_id": "CL3f9a0c1d22e4",
+    "line_of_business": "auto", "loss_type": "collision", "policy_start_date": "2024-02-01",
+    "loss_date": "2025-03-01", "report_date": "2025-03-02T09:30:00Z", "claim_amount": 4200.0,
+    "coverage_limit": 50000.0, "deductible": 500.0, "annual_premium": 1150.0, "loss_hour": 17,
+    "police_report": True, "attorney_involved": False, "witnesses": 1, "injuries": 0, "vehicles_involved": 2,
+    "region": "north", "payee_account": "AC5e0b9d11aa02", "claimant_phone": "PH77c2e0f1b3a9",
+    "claimant_address": "AD0f9e8d7c6b5a", "provider_id": "PR12ab34cd56ef", "claimant_age": 44,
+    "customer_since": "2019-06-15",
+}
+
+
+def _field(spec):
+    extra = {"format": _FORMATS[spec.kind]} if spec.kind in _FORMATS else {}
+    note = "" if spec.required else " Optional."
+    return (Optional[_JSON_TYPES[spec.kind]],
+            Field(default=None, description=spec.description + note, json_schema_extra=extra or None))
+
+
+# Every field may be absent at the type level: a missing required field is reported by the
+# claim validation (422, with the others), not as a bare type error.
+Claim = create_model(
+    "Claim",
+    __config__=ConfigDict(extra="allow", json_schema_extra={"examples": [EXAMPLE_CLAIM]}),
+    **{spec.name: _field(spec) for spec in CLAIM_FIELDS},
+)
+Claim.__doc__ = "One claim in the canonical record (first notice of loss). Extra features of a model trained " \
+                "through a dataset mapping are passed as further fields."
+
+
+class Scores(BaseModel):
+    approval_probability: Optional[float] = Field(
+        description="Calibrated probability the claim is payable as filed (no adjustment, dispute or fraud); "
+                    "null for a model trained without that label.")
+    fraud_probability: float = Field(description="Calibrated probability investigation would confirm fraud.")
+    anomaly_score: float = Field(description="Share of training claims less unusual than this one (0-1).")
+
+
+class Reason(BaseModel):
+    feature: str
+    value: Union[float, str, None]
+    contribution: float = Field(description="Signed SHAP contribution; positive pushes towards approval, "
+                                            "fraud or anomaly respectively.")
+    text: str = Field(description="The reason in words an adjuster understands.")
+
+
+class RuleHit(BaseModel):
+    rule: str
+    text: str
+
+
+class Deadlines(BaseModel):
+    respond_by: str
+    resolve_by: str
+
+
+class Decision(BaseModel):
+    claim_id: str
+    model_version: str
+    decision: Literal["AUTO_APPROVE", "STANDARD_REVIEW", "ENHANCED_REVIEW", "SIU_REFERRAL"]
+    scores: Scores
+    reasons: Optional[dict[str, list[Reason]]] = Field(
+        default=None, description="Per model (eligibility, fraud, anomaly), the strongest contributions.")
+    rule_hits: list[RuleHit]
+    deadlines: Optional[Deadlines] = Field(description="For every outcome that needs a person; null when approved.")
+    scored_at: str
+
+
+class FieldError(BaseModel):
+    field: str
+    value: Optional[str]
+    reason: str
+
+
+class ClaimError(BaseModel):
+    claim_id: Optional[str]
+    errors: list[FieldError]
+
+
+class BatchResult(BaseModel):
+    results: list[Union[Decision, ClaimError]] = Field(
+        description="One entry per claim, in order: a decision, or the claim's field errors.")
+    n_scored: int
+    n_errors: int

@@ -1,0 +1,67 @@
+"""The BentoML service: HTTP in, the scorer, HTTP out. Heavier logic lives in `serving.scoring`.
+
+Configuration comes from claimtriage.toml and the environment: MLFLOW_TRACKING_URI (the
+registry), CLAIMTRIAGE_MODEL_URI (default models:/claim-triage@champion) and
+CLAIMTRIAGE_DATABASE_URL (default a SQLite file claims.db in the working directory).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import bentoml
+from fastapi import FastAPI
+from starlette.responses import JSONResponse
+
+from serving.schemas import BatchResult, Claim, Decision
+
+log = logging.getLogger("claimtriage.serving")
+MODEL_URI_ENV = "CLAIMTRIAGE_MODEL_URI"
+info = FastAPI(title="model information")
+
+
+def _unprocessable(result: dict) -> JSONResponse:
+    return JSONResponse({"error": "the claim is not valid", **result}, status_code=422)
+
+
+@bentoml.service(name="claim-triage", traffic={"timeout": 60}, workers=1)
+@bentoml.asgi_app(info, path="/info")
+class ClaimTriage:
+    """Claim triage: a decision, calibrated scores, reasons and deadlines for each new claim."""
+
+    def __init__(self) -> None:
+        from serving.loading import load_scorer
+
+        self.scorer, self.model_info = load_scorer(os.environ.get(MODEL_URI_ENV))
+        self.max_batch = self.scorer.max_batch
+
+    @bentoml.api(route="/score")
+    def score(self, claim: Claim, /) -> Decision:  # type: ignore[valid-type]
+        """Score one claim: decision, scores, reasons, rule hits and deadlines (422 names each bad field)."""
+        result = self.scorer.score([_record(claim)]).results[0]
+        return _unprocessable(result) if "errors" in result else Decision.model_validate(result)
+
+    @bentoml.api(route="/score_batch")
+    def score_batch(self, claims: list[Claim], explain: bool = True) -> BatchResult:  # type: ignore[valid-type]
+        """Score up to the configured maximum of claims (1,000 by default); a bad claim gets an error entry."""
+        if len(claims) > self.max_batch:
+            return JSONResponse({"error": f"a batch holds at most {self.max_batch} claims; this one has "
+                                          f"{len(claims)}: split it"}, status_code=413)
+        batch = self.scorer.score([_record(c) for c in claims], explain=explain)
+        return BatchResult.model_validate({"results": batch.results, "n_errors": batch.n_errors,
+                                           "n_scored": len(batch.results) - batch.n_errors})
+
+    @bentoml.api(route="/model")
+    def model(self) -> dict:
+        """The served model: version, trained-at, its run's metrics, thresholds and features."""
+        return self.model_info
+
+    @info.get("/model")
+    def model_get(self) -> dict:
+        """GET /info/model: the same as POST /model, for browsers and monitoring."""
+        return self.model_info
+
+
+def _record(claim) -> dict:
+    return claim.model_dump(exclude_unset=True)
