@@ -177,7 +177,7 @@ def _parse_field(spec: ClaimField, raw: pd.Series) -> tuple[pd.Series, list[tupl
     checks: list[tuple[np.ndarray, str]] = []
     if spec.required:
         checks.append((missing, "is required but missing"))
-    checks.append((bad_type & ~missing, type_reason))
+    checks.append((bad_type & ~missing, type_reason))  # one reason, or one per row
     ok = ~missing & ~bad_type
     checks += _range_checks(spec, values, ok)
     # A bad cell keeps no typed value, so no cross-field rule reasons from it a second time.
@@ -235,15 +235,21 @@ def _parse_number(raw: pd.Series, missing: np.ndarray):
     return numbers.where(~pd.Series(bad), np.nan), bad & ~missing, "must be a number"
 
 
+# Whole numbers beyond this cannot be held exactly (and no count in a claim comes near it).
+_LARGEST_EXACT_INTEGER = 2.0 ** 53
+
+
 def _parse_integer(raw: pd.Series, missing: np.ndarray):
     numbers, bad, reason = _parse_number(raw, missing)
-    arr = numbers.to_numpy(na_value=np.nan)
-    fractional = ~bad & ~np.isnan(arr) & (np.mod(np.nan_to_num(arr), 1) != 0)
-    bad = bad | fractional
-    ints = pd.Series(np.where(bad | np.isnan(arr), np.nan, arr)).round().astype("Int64")
     if reason.endswith("true/false"):
-        return ints, bad, reason
-    return ints, bad, "must be a whole number"
+        return pd.Series(pd.array([pd.NA] * len(raw), dtype="Int64")), bad, reason
+    arr = numbers.to_numpy(na_value=np.nan)
+    huge = ~bad & (np.abs(np.nan_to_num(arr)) > _LARGEST_EXACT_INTEGER)
+    fractional = ~bad & ~huge & ~np.isnan(arr) & (np.mod(np.nan_to_num(arr), 1) != 0)
+    reasons = np.where(huge, "is far too large", "must be a whole number").astype(object)
+    bad = bad | fractional | huge
+    ints = pd.Series(np.where(bad | np.isnan(arr), np.nan, arr)).round().astype("Int64")
+    return ints, bad, reasons
 
 
 def _parse_boolean(raw: pd.Series, missing: np.ndarray):

@@ -41,7 +41,7 @@ def _field(spec):
 # claim validation (422, with the others), not as a bare type error.
 Claim = create_model(
     "Claim",
-    __config__=ConfigDict(extra="allow", json_schema_extra={"examples": [EXAMPLE_CLAIM]}),
+    __config__=ConfigDict(extra="allow", json_schema_extra={"example": EXAMPLE_CLAIM}),
     **{spec.name: _field(spec) for spec in CLAIM_FIELDS},
 )
 Claim.__doc__ = "One claim in the canonical record (first notice of loss). Extra features of a model trained " \

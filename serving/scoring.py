@@ -49,7 +49,8 @@ class Scorer:
     def score(self, records: list[dict], explain: bool = True, now: datetime | None = None) -> ScoredBatch:
         """Score claims given as JSON-like dicts; invalid ones get an error entry, the others a decision."""
         now = now or datetime.now(timezone.utc).replace(tzinfo=None)
-        frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+        # An explicit index keeps one row per record, even for a record with no fields at all.
+        frame = pd.DataFrame(records, index=pd.RangeIndex(len(records)))
         report = self.bundle.validate(frame, as_of=pd.Timestamp(now))
         results: list[dict | None] = [None] * len(records)
         problems: dict[int, list[dict]] = {}
@@ -69,6 +70,9 @@ class Scorer:
             self.store.record(valid, responses, self.model_version)
             for position, response in zip(np.flatnonzero(ok), responses):
                 results[int(position)] = response
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:  # every claim gets an answer; anything else is a bug, never a silent drop
+            raise RuntimeError(f"claims at positions {missing} got neither a decision nor an error")
         return ScoredBatch(results)
 
     def _decide(self, claims: pd.DataFrame, explain: bool, now: datetime) -> list[dict]:

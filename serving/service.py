@@ -26,7 +26,7 @@ def _unprocessable(result: dict) -> JSONResponse:
 
 
 @bentoml.service(name="claim-triage", traffic={"timeout": 60}, workers=1)
-@bentoml.asgi_app(info, path="/info")
+@bentoml.asgi_app(info, path="/")
 class ClaimTriage:
     """Claim triage: a decision, calibrated scores, reasons and deadlines for each new claim."""
 
@@ -52,15 +52,36 @@ class ClaimTriage:
         return BatchResult.model_validate({"results": batch.results, "n_errors": batch.n_errors,
                                            "n_scored": len(batch.results) - batch.n_errors})
 
-    @bentoml.api(route="/model")
+    @info.get("/model")
     def model(self) -> dict:
-        """The served model: version, trained-at, its run's metrics, thresholds and features."""
+        """GET /model: the served model's version, trained-at, run metrics, thresholds and features."""
         return self.model_info
 
-    @info.get("/model")
-    def model_get(self) -> dict:
-        """GET /info/model: the same as POST /model, for browsers and monitoring."""
-        return self.model_info
+
+class JsonBodiesOnly:
+    """ASGI middleware: the scoring endpoints take JSON; anything else is a 415 with a message.
+
+    BentoML would otherwise try to parse, say, a multipart body without a boundary and fail
+    with a server error; a client's wrong Content-Type must never be a 500.
+    """
+
+    def __init__(self, app, paths: tuple[str, ...] = ("/score", "/score_batch")):
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+            headers = dict(scope.get("headers") or [])
+            media = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+            if media not in (b"application/json", b""):
+                reply = JSONResponse({"error": f"send JSON (Content-Type: application/json), not {media.decode()!r}"},
+                                     status_code=415)
+                await reply(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+ClaimTriage.add_asgi_middleware(JsonBodiesOnly)
 
 
 def _record(claim) -> dict:
