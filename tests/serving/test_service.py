@@ -1,0 +1,206 @@
+"""The scoring service over real HTTP: a BentoML server on a registered model and a real store."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.config import load_config
+from models.policy import AUTO_APPROVE, OUTCOMES
+from models.pyfunc import load_bundle, wire_format
+from serving.store import ClaimStore
+from training.generate import generate_claims
+from training.train import run_training
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+TRAINING_CLAIMS = 7_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_json(frame: pd.DataFrame, bundle) -> list[dict]:
+    wire = wire_format(frame, bundle)
+    records = wire.astype(object).where(wire.notna(), None).to_dict(orient="records")
+    return [{k: v for k, v in r.items() if v is not None} for r in records]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    home = tmp_path_factory.mktemp("service")
+    env = {"CLAIMTRIAGE_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+           "CLAIMTRIAGE_DATABASE_URL": f"sqlite:///{home / 'claims.db'}", "BENTOML_DO_NOT_TRACK": "true",
+           "BENTOML_HOME": str(home / "bentoml")}
+    claims = generate_claims(TRAINING_CLAIMS + 400, seed=13)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        mp.chdir(home)
+        config = load_config()
+        run_training(claims.head(TRAINING_CLAIMS), config, source="fixture")
+        bundle = load_bundle("models:/claim-triage@champion")
+    port = _free_port()
+    log = open(home / "server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", "serving.service:ClaimTriage", "--host", "127.0.0.1",
+         "--port", str(port), "--working-dir", str(ROOT)],
+        cwd=home, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None:
+            pytest.fail(f"server exited:\n{(home / 'server.log').read_text()[-3000:]}")
+        time.sleep(0.5)
+    else:
+        server.terminate()
+        pytest.fail(f"server not ready:\n{(home / 'server.log').read_text()[-3000:]}")
+    typed = claims.sort_values("report_date", kind="stable").reset_index(drop=True)
+    yield {"base": base, "bundle": bundle, "claims": typed, "store_url": env["CLAIMTRIAGE_DATABASE_URL"],
+           "new": typed.iloc[TRAINING_CLAIMS:]}
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def post(service, path: str, body, **kwargs) -> httpx.Response:
+    return httpx.post(service["base"] + path, json=body, timeout=30, **kwargs)
+
+
+def test_a_valid_claim_gets_a_decision_with_reasons_and_deadlines(service):
+    claim = _as_json(service["new"].iloc[[0]], service["bundle"])[0]
+    reply = post(service, "/score", claim)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["claim_id"] == claim["claim_id"] and body["model_version"] == "1"
+    assert body["decision"] in OUTCOMES
+    assert all(0 <= body["scores"][k] <= 1 for k in ("approval_probability", "fraud_probability", "anomaly_score"))
+    assert set(body["reasons"]) == {"fraud", "eligibility", "anomaly"}
+    assert all(r["text"] for rs in body["reasons"].values() for r in rs)
+    scored_at = datetime.fromisoformat(body["scored_at"].rstrip("Z"))
+    if body["decision"] != AUTO_APPROVE:
+        assert datetime.fromisoformat(body["deadlines"]["respond_by"].rstrip("Z")) - scored_at == timedelta(hours=24)
+        assert datetime.fromisoformat(body["deadlines"]["resolve_by"].rstrip("Z")) - scored_at == timedelta(hours=72)
+
+
+def test_every_decision_is_committed_before_the_reply_and_rescoring_never_double_counts(service):
+    store = ClaimStore(service["store_url"])
+    claim = _as_json(service["new"].iloc[[1]], service["bundle"])[0]
+    before = store.count_claims()
+    first = post(service, "/score", claim).json()
+    kept = store.decisions_for(claim["claim_id"])  # a separate connection, right after the reply
+    assert [d["decision"] for d in kept] == [first["decision"]]
+    assert kept[0]["response"]["scores"] == first["scores"]
+    post(service, "/score", claim)
+    assert len(store.decisions_for(claim["claim_id"])) == 2
+    assert store.count_claims() == before + 1
+
+
+def test_online_scores_equal_the_offline_pipeline_exactly(service):
+    bundle, new = service["bundle"], service["new"].iloc[10:40]
+    replies = [post(service, "/score", c).json() for c in _as_json(new, bundle)]
+    # Offline, the history is every claim the service has seen: its training claims and what was sent.
+    store = ClaimStore(service["store_url"])
+    with store.engine.connect() as conn:
+        known = set(conn.execute(store.claims.select().with_only_columns(store.claims.c.claim_id)).scalars())
+    claims = service["claims"]
+    offline = bundle.score(new, history=claims.loc[claims["claim_id"].isin(known)])
+    for reply, (_, row) in zip(replies, offline.iterrows()):
+        assert reply["claim_id"] == row["claim_id"]
+        assert reply["scores"]["fraud_probability"] == row["fraud_probability"]
+        assert reply["scores"]["approval_probability"] == row["approval_probability"]
+        assert reply["scores"]["anomaly_score"] == row["anomaly_score"]
+        assert reply["decision"] == row["decision"]
+
+
+def test_a_batch_answers_every_claim_in_order_and_one_bad_claim_fails_alone(service):
+    claims = _as_json(service["new"].iloc[50:60], service["bundle"])
+    claims[3]["claim_amount"] = -1
+    reply = post(service, "/score_batch", {"claims": claims, "explain": False})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["n_scored"] == 9 and body["n_errors"] == 1
+    assert [r["claim_id"] for r in body["results"]] == [c["claim_id"] for c in claims]
+    assert [(e["field"], e["reason"]) for e in body["results"][3]["errors"]] == [("claim_amount", "must be greater than 0")]
+    assert "reasons" not in body["results"][0] or body["results"][0]["reasons"] is None
+
+
+def test_invalid_claim_gets_422_naming_each_bad_field(service):
+    claim = _as_json(service["new"].iloc[[70]], service["bundle"])[0]
+    claim.update(claim_amount=-5, line_of_business="marine", loss_date="3000-01-01", colour="red")
+    del claim["policy_id"]
+    reply = post(service, "/score", claim)
+    assert reply.status_code == 422
+    fields = {e["field"]: e["reason"] for e in reply.json()["errors"]}
+    assert fields == {"claim_amount": "must be greater than 0", "line_of_business": "must be one of auto, property",
+                      "loss_date": "is outside 1900-01-01 to 2100-12-31", "policy_id": "is required but missing",
+                      "colour": "is not a field of the claim record"}
+    assert ClaimStore(service["store_url"]).decisions_for(claim["claim_id"]) == []
+
+
+BAD_REQUESTS = [
+    ("malformed JSON", "/score", b'{"claim_id": ', "application/json"),
+    ("array instead of a claim", "/score", b"[1, 2]", "application/json"),
+    ("wrong type", "/score", json.dumps({"claim_id": 5, "claim_amount": "lots"}).encode(), "application/json"),
+    ("empty claim", "/score", b"{}", "application/json"),
+    ("nested object", "/score", json.dumps({"claim_id": {"a": 1}}).encode(), "application/json"),
+    ("10 MB string", "/score", json.dumps({"claim_id": "x" * 10_000_000}).encode(), "application/json"),
+    ("huge number", "/score", json.dumps({"claim_id": "a", "injuries": 10 ** 40}).encode(), "application/json"),
+    ("text body", "/score", b"claim please", "text/plain"),
+    ("multipart without boundary", "/score", b"--x", "multipart/form-data"),
+    ("claims not a list", "/score_batch", json.dumps({"claims": {"a": 1}}).encode(), "application/json"),
+    ("oversize batch", "/score_batch", json.dumps({"claims": [{}] * 1001}).encode(), "application/json"),
+]
+
+
+@pytest.mark.parametrize("name, path, body, content_type", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_requests_get_a_4xx_with_a_message_never_a_server_error(service, name, path, body, content_type):
+    reply = httpx.post(service["base"] + path, content=body, headers={"content-type": content_type}, timeout=60)
+    assert 400 <= reply.status_code < 500, (reply.status_code, reply.text[:300])
+    assert reply.json().get("error") or reply.json().get("errors")
+    assert len(reply.content) < 100_000  # a 10 MB value is never echoed back
+
+
+def test_model_information_and_bentoml_endpoints(service):
+    info = httpx.get(service["base"] + "/model", timeout=10).json()
+    assert info["version"] == "1" and "test_fraud_roc_auc" in info["metrics"]
+    assert info["features"] == service["bundle"].builder.feature_names_
+    assert info["policy"]["thresholds"]["siu_fraud_probability"] > 0
+    for path in ("/healthz", "/readyz", "/metrics", "/docs.json"):
+        assert httpx.get(service["base"] + path, timeout=10).status_code == 200, path
+    paths = httpx.get(service["base"] + "/docs.json", timeout=10).json()["paths"]
+    assert {"/score", "/score_batch", "/model"} <= set(paths)
+
+
+def test_schemathesis_finds_no_server_error(service):
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "schemathesis"), "run", service["base"] + "/docs.json",
+         "--checks", "not_a_server_error", "--max-examples", "40", "--seed", "1",
+         "--phases", "examples,coverage,fuzzing"],
+        capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-4000:]
+
+
+def test_bentoml_build_succeeds(tmp_path):
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "true",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run = subprocess.run([sys.executable, "-m", "bentoml", "build", "--output", "tag"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert list((tmp_path / "bentos" / "claim-triage").iterdir())
