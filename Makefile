@@ -11,9 +11,14 @@ DATA := data/claims.parquet
 export UV_PYTHON_DOWNLOADS := never
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: run train data test test-fast bench clean
+.PHONY: run serve train data test test-fast bench clean
 
-run: train
+# The main job: serve the champion on http://127.0.0.1:3000; with an empty registry it first
+# trains one on 200,000 generated claims.
+run: serve
+
+serve: $(VENV)/.synced
+	$(BIN)/claimtriage serve
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -41,6 +46,7 @@ test-fast: $(VENV)/.synced
 bench: $(VENV)/.synced
 	$(BIN)/python benchmarks/bench_generate.py
 	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_service.py
 
 clean:
-	rm -rf data mlflow.db mlartifacts .pytest_cache
+	rm -rf data mlflow.db mlartifacts claims.db claims.db-* .pytest_cache
