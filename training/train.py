@@ -153,8 +153,11 @@ def _log_inputs(frame: pd.DataFrame, report, split, config: Config, source: str,
                    "data.extra_numeric": ",".join(extras.numeric) or "-",
                    "evaluation": "cv" if report.n_rows < config.training.cv_below_rows else "holdout"})
     mlflow.log_params(params)
-    dataset = mlflow.data.from_pandas(frame.head(0) if len(frame) > 2_000_000 else frame, source=source,
-                                      name=Path(source).name or "claims")
+    # MLflow resolves a dataset source only for locations it knows (paths, URLs); generated claims
+    # have none, so their description ("synthetic:N:seedS") becomes the dataset's name instead.
+    location = source if Path(source).exists() else None
+    dataset = mlflow.data.from_pandas(frame.head(0) if len(frame) > 2_000_000 else frame, source=location,
+                                      name=Path(source).name if location else source.replace(":", "-"))
     mlflow.log_input(dataset, context="training")
     mlflow.log_text(report.summary(), "validation/report.txt")
     if not report.ok:
