@@ -69,7 +69,7 @@ def test_serve_on_an_empty_registry_trains_a_synthetic_champion_then_answers(tmp
         assert reply.json()["decision"] in OUTCOMES and reply.json()["model_version"] == "1"
 
         # The champion's training run names its generated data rather than pretending it is a file.
-        client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+        client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
         version = client.get_model_version_by_alias("claim-triage", "champion")
         run = client.get_run(version.run_id)
         assert run.data.params["data.source"] == "synthetic:6000:seed0"
