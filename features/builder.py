@@ -7,7 +7,9 @@ Shaped like a scikit-learn transformer: `fit` learns what it needs from training
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Callable, Literal
 
 import numpy as np
@@ -121,6 +123,50 @@ HISTORY_FEATURES: dict[str, FeatureSpec] = {
 }
 
 
+_EPOCH_1900 = datetime(1900, 1, 1)
+_ONE_SECOND = timedelta(seconds=1)
+
+
+def _divide(top: float, bottom: float) -> float:
+    """IEEE division as numpy does it (x/0 is inf or NaN, never an exception)."""
+    if bottom == 0.0:
+        return math.nan if top == 0.0 or math.isnan(top) else math.copysign(math.inf, top) * math.copysign(1.0, bottom)
+    return top / bottom
+
+
+def _record_ratio(cols: dict, top: str, bottom: str) -> float:
+    out = _divide(cols[top], cols[bottom])
+    return out if math.isfinite(out) else math.nan
+
+
+def _record_weekday(days: float) -> float:
+    return math.nan if math.isnan(days) else float(math.floor(days) % 7)
+
+
+def _record_hour(days: float) -> float:
+    if math.isnan(days):
+        return math.nan
+    return float(math.floor(round((days % 1.0) * SECONDS_PER_DAY) / 3600))
+
+
+# The claim features of CLAIM_FEATURES, one claim at a time; features that are a field as-is
+# are read directly.
+_RECORD_DIRECT = frozenset({
+    "line_of_business", "loss_type", "region", "claim_amount", "amount_to_typical_for_loss_type", "deductible",
+    "coverage_limit", "annual_premium", "loss_hour", "police_report", "attorney_involved", "witnesses",
+    "injuries", "vehicles_involved", "claimant_age"})
+_RECORD_FEATURES: dict[str, Callable[[dict], float]] = {
+    "amount_to_premium": lambda c: _record_ratio(c, "claim_amount", "annual_premium"),
+    "amount_to_coverage_limit": lambda c: _record_ratio(c, "claim_amount", "coverage_limit"),
+    "policy_age_days": lambda c: c["loss_date"] - c["policy_start_date"],
+    "report_delay_days": lambda c: c["report_date"] - c["loss_date"],
+    "loss_weekday": lambda c: _record_weekday(c["loss_date"]),
+    "report_hour": lambda c: _record_hour(c["report_date"]),
+    "customer_tenure_days": lambda c: c["loss_date"] - c["customer_since"],
+}
+assert _RECORD_DIRECT | _RECORD_FEATURES.keys() == CLAIM_FEATURES.keys(), "every claim feature needs a record form"
+
+
 class FeatureBuilder:
     """Turns canonical claims into the model matrix; fit on training claims only."""
 
@@ -172,6 +218,59 @@ class FeatureBuilder:
                 values = CLAIM_FEATURES[spec.name][1](cols)
                 matrix[:, j] = self._encode(spec, values) if spec.kind == "categorical" else values
         return matrix
+
+    def transform_record(self, claim: dict, history: dict[str, float] | None = None) -> np.ndarray:
+        """One validated claim (canonical Python values) to a 1-row model matrix, without pandas.
+
+        The online fast path: the same numbers as `transform` gives for a one-row frame, bit for
+        bit (tests hold the two side by side). `history` maps history feature names to values.
+        """
+        cols = self._record_columns(claim)
+        history = history or {}
+        row = np.empty((1, len(self.specs_)), dtype=np.float64)
+        for j, spec in enumerate(self.specs_):
+            if spec.source == "history":
+                value = history.get(spec.name, math.nan)
+            elif spec.source == "passthrough" or spec.name in _RECORD_DIRECT:
+                value = cols[spec.name]
+            else:
+                value = _RECORD_FEATURES[spec.name](cols)
+            if spec.kind == "categorical":
+                value = self._record_codes[spec.name].get(value, math.nan) if value is not None else math.nan
+            row[0, j] = value
+        return row
+
+    @property
+    def _record_codes(self) -> dict[str, dict[str, float]]:
+        codes = self.__dict__.get("_record_codes_cache")
+        if codes is None:
+            codes = {name: {str(c): float(i) for i, c in enumerate(cats)} for name, cats in self.categories_.items()}
+            self.__dict__["_record_codes_cache"] = codes
+        return codes
+
+    def _record_columns(self, claim: dict) -> dict:
+        """`_columns` for one claim: numbers as float (NaN when absent), dates as days since 1900, text."""
+        cols = {}
+        for name in self.input_fields_:
+            value = claim.get(name)
+            if isinstance(value, datetime):
+                cols[name] = (value - _EPOCH_1900) // _ONE_SECOND / SECONDS_PER_DAY
+            elif value is None:
+                cols[name] = math.nan if self._is_numeric_field(name) else None
+            elif isinstance(value, str):
+                cols[name] = value
+            else:
+                cols[name] = float(value)
+        if "loss_type" in cols and "claim_amount" in cols:
+            typical = self.typical_amount_.get(cols["loss_type"], math.nan) if cols["loss_type"] is not None \
+                else math.nan
+            cols["amount_to_typical_for_loss_type"] = _divide(cols["claim_amount"], typical)
+        return cols
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_record_codes_cache", None)
+        return state
 
     def transform_frame(self, claims: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.DataFrame:
         """The model matrix as a labelled frame (categories decoded), for notebooks and reports."""

@@ -85,7 +85,10 @@ class TriageBundle:
 
     def model_scores(self, claims: pd.DataFrame, matrix: np.ndarray) -> Scores:
         """The three models' scores plus the hard rules, for validated claims and their features."""
-        rules = rule_hits(claims, self.targets.auto_approve_amount_cap)
+        return self.scores_with_rules(matrix, rule_hits(claims, self.targets.auto_approve_amount_cap))
+
+    def scores_with_rules(self, matrix: np.ndarray, rules: list[list[str]]) -> Scores:
+        """The three models' scores for a feature matrix whose claims' rule hits are known."""
         blocked = np.fromiter((bool(r) for r in rules), dtype=bool, count=len(rules))
         approval = self.eligibility.probability(matrix) if self.eligibility else None
         anomaly = self.anomaly.percentile(self.anomaly.raw_score(matrix))

@@ -51,8 +51,8 @@ class TrainingConfig:
     reweight_rare_class: bool = True
     min_data_per_group: int = 100
     cat_smooth: float = 10.0
-    anomaly_trees: int = 200
-    anomaly_max_samples: int = 256
+    anomaly_trees: int = 100
+    anomaly_max_samples: int = 128
     cv_below_rows: int = 20_000
     cv_folds: int = 5
     cv_repeats: int = 3

@@ -39,6 +39,20 @@ def rule_hits(claims: pd.DataFrame, amount_cap: float) -> list[list[str]]:
     return [[name for name, hit in flags.items() if hit[i]] for i in range(n)]
 
 
+def record_rule_hits(claim: dict, amount_cap: float) -> list[str]:
+    """`rule_hits` for one validated claim (canonical Python values; absent = missing)."""
+    hits = []
+    loss, start = claim.get("loss_date"), claim.get("policy_start_date")
+    if loss is not None and start is not None and loss < start:
+        hits.append("loss_before_policy_start")
+    amount, limit = claim.get("claim_amount"), claim.get("coverage_limit")
+    if amount is not None and limit is not None and amount > limit:
+        hits.append("amount_above_coverage_limit")
+    if amount is not None and amount > amount_cap:
+        hits.append("amount_above_auto_approve_cap")
+    return hits
+
+
 @dataclass
 class Thresholds:
     """Learned cut-offs, with the validation figures that justify them."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import tempfile
 
@@ -55,6 +56,10 @@ def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[S
         "deadlines_hours": {"respond": config.deadlines.respond_hours, "resolve": config.deadlines.resolve_hours},
         "max_batch_claims": scorer.max_batch,
     }
+    # Everything loaded so far lives as long as the process: keep it out of the garbage
+    # collector's full passes, which otherwise walk it and stall a request now and then.
+    gc.collect()
+    gc.freeze()
     return scorer, info
 
 

@@ -17,7 +17,8 @@ from features.schema import FIELD_NAMES
 from models.bundle import TriageBundle
 from models.config import Deadlines
 from models.explain import Explainer
-from models.policy import AUTO_APPROVE, RULE_TEXT
+from features.record_validation import validate_record
+from models.policy import AUTO_APPROVE, RULE_TEXT, record_rule_hits, rule_hits
 from serving.store import ClaimStore
 
 TOP_REASONS = 5
@@ -45,10 +46,17 @@ class Scorer:
         self.explainer = Explainer(bundle)
         self.max_batch = 1000
         self.allowed_fields = {f.name for f in bundle.claim_fields} | set(FIELD_NAMES)
+        self.history_features = [s.name for s in bundle.builder.specs_ if s.source == "history"]
 
     def score(self, records: list[dict], explain: bool = True, now: datetime | None = None) -> ScoredBatch:
         """Score claims given as JSON-like dicts; invalid ones get an error entry, the others a decision."""
         now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+        if len(records) == 1:
+            return ScoredBatch([self._score_one(records[0], explain, now)])
+        return self._score_frame(records, explain, now)
+
+    def _score_frame(self, records: list[dict], explain: bool, now: datetime) -> ScoredBatch:
+        """Any number of claims through the vectorised (pandas) pipeline, the one training uses."""
         # An explicit index keeps one row per record, even for a record with no fields at all.
         frame = pd.DataFrame(records, index=pd.RangeIndex(len(records)))
         report = self.bundle.validate(frame, as_of=pd.Timestamp(now))
@@ -57,9 +65,7 @@ class Scorer:
         for e in report.errors.itertuples(index=False):
             problems.setdefault(int(e.row), []).append({"field": e.column, "value": e.value, "reason": e.reason})
         for row, record in enumerate(records):
-            unknown = sorted(set(record) - self.allowed_fields)
-            problems.setdefault(row, []).extend(
-                {"field": name, "value": None, "reason": "is not a field of the claim record"} for name in unknown)
+            problems.setdefault(row, []).extend(self._unknown_fields(record))
         for row, errors in problems.items():
             if errors:
                 results[row] = {"claim_id": _text(records[row].get("claim_id")), "errors": errors}
@@ -75,16 +81,39 @@ class Scorer:
             raise RuntimeError(f"claims at positions {missing} got neither a decision nor an error")
         return ScoredBatch(results)
 
+    def _score_one(self, record: dict, explain: bool, now: datetime) -> dict:
+        """One claim without pandas: the same answer as a batch of one, in a fraction of the time."""
+        claim, errors = validate_record(record, self.bundle.claim_fields, as_of=now)
+        errors += self._unknown_fields(record)
+        if errors:
+            return {"claim_id": _text(record.get("claim_id")), "errors": errors}
+        history = self.store.history_features_for(claim, self.history_features) if self.history_features else {}
+        matrix = self.bundle.builder.transform_record(claim, history)
+        rules = [record_rule_hits(claim, self.bundle.targets.auto_approve_amount_cap)]
+        response = self._responses([claim["claim_id"]], matrix, rules, explain, now)[0]
+        self.store.record([claim], [response], self.model_version)
+        return response
+
+    def _unknown_fields(self, record: dict) -> list[dict]:
+        return [{"field": name, "value": None, "reason": "is not a field of the claim record"}
+                for name in sorted(set(record) - self.allowed_fields)]
+
     def _decide(self, claims: pd.DataFrame, explain: bool, now: datetime) -> list[dict]:
         history = self.store.history(claims)
         matrix = self.bundle.features(claims, history)
-        scores = self.bundle.model_scores(claims, matrix)
+        rules = rule_hits(claims, self.bundle.targets.auto_approve_amount_cap)
+        return self._responses(claims["claim_id"].tolist(), matrix, rules, explain, now)
+
+    def _responses(self, claim_ids: list[str], matrix: np.ndarray, rules: list[list[str]], explain: bool,
+                   now: datetime) -> list[dict]:
+        scores = self.bundle.scores_with_rules(matrix, rules)
         decisions = self.bundle.policy.decide(scores.fraud, scores.anomaly, scores.approval, scores.blocked)
-        reasons = self.explainer.reasons(matrix, TOP_REASONS) if explain else [None] * len(claims)
-        respond_by = now + timedelta(hours=self.deadlines.respond_hours)
-        resolve_by = now + timedelta(hours=self.deadlines.resolve_hours)
+        reasons = self.explainer.reasons(matrix, TOP_REASONS) if explain else [None] * len(claim_ids)
+        respond_by = _iso(now + timedelta(hours=self.deadlines.respond_hours))
+        resolve_by = _iso(now + timedelta(hours=self.deadlines.resolve_hours))
+        scored_at = _iso(now)
         out = []
-        for i, claim_id in enumerate(claims["claim_id"].tolist()):
+        for i, claim_id in enumerate(claim_ids):
             decision = str(decisions[i])
             response = {
                 "claim_id": claim_id,
@@ -96,9 +125,8 @@ class Scorer:
                     "anomaly_score": float(scores.anomaly[i]),
                 },
                 "rule_hits": [{"rule": r, "text": RULE_TEXT[r]} for r in scores.rules[i]],
-                "deadlines": None if decision == AUTO_APPROVE else {
-                    "respond_by": _iso(respond_by), "resolve_by": _iso(resolve_by)},
-                "scored_at": _iso(now),
+                "deadlines": None if decision == AUTO_APPROVE else {"respond_by": respond_by, "resolve_by": resolve_by},
+                "scored_at": scored_at,
             }
             if reasons[i] is not None:
                 response["reasons"] = {model: [r.as_dict() for r in rs] for model, rs in reasons[i].items()}

@@ -7,14 +7,17 @@ history); every decision is kept.
 
 from __future__ import annotations
 
+import functools
 import json
-from datetime import datetime, timezone
+import math
+from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from features.history import COUNTED_ENTITIES, SECONDS_PER_DAY, SHARED_ENTITIES, WINDOWS_DAYS
 from features.schema import CLAIM_FIELDS, ENTITY_FIELDS, ClaimField
 
 _SQL_TYPES = {"string": sa.String(128), "date": sa.DateTime(), "datetime": sa.DateTime(), "number": sa.Float(),
@@ -91,10 +94,78 @@ class ClaimStore:
         with self.engine.connect() as conn:
             return self._frame(conn.execute(query).all())
 
-    def record(self, claims: pd.DataFrame, responses: list[dict], model_version: str) -> None:
+    def history_features_for(self, claim: dict, wanted: Iterable[str]) -> dict[str, float]:
+        """History features of one validated claim, counted in the database in one query.
+
+        The same definitions as `features.history.history_features` over `history(...)`, bit for
+        bit (tests hold the two side by side), without moving the entities' claims into Python:
+        claims of the same entity reported in [t - window, t), days since the claimant's last
+        claim, and the distinct other claimants who used the same payee, phone or address before.
+        The claim's own earlier version (same claim_id) never counts.
+        """
+        wanted = tuple(sorted(wanted))
+        t = claim.get("report_date")
+        present = frozenset(f for f in ENTITY_FIELDS if claim.get(f) is not None) if t is not None else frozenset()
+        query, keys = self._history_query(wanted, present)
+        out = {name: math.nan for name in wanted}
+        if query is None:
+            return out
+        params = {f: claim[f] for f in present} | {"claim_id": claim["claim_id"], "t": t}
+        params |= {f"t_{days}": t - timedelta(days=days) for days in WINDOWS_DAYS}
+        with self.engine.connect() as conn:
+            row = conn.execute(query, params).one()
+        for name, value in zip(keys, row):
+            if name == "days_since_claimant_last_claim":
+                previous = _as_datetime(value)
+                out[name] = math.nan if previous is None else (t - previous) // timedelta(seconds=1) / SECONDS_PER_DAY
+            else:
+                out[name] = float(value or 0)
+        return out
+
+    @functools.lru_cache(maxsize=256)
+    def _history_query(self, wanted: tuple[str, ...], present: frozenset[str]):
+        """The aggregate query for a set of wanted features and the entities a claim has; built once."""
+        c = self.claims.c
+        t = sa.bindparam("t", type_=sa.DateTime())
+        columns, keys, matches = [], [], []
+
+        def add(name: str, expression) -> None:
+            columns.append(expression.label(f"f{len(columns)}"))
+            keys.append(name)
+
+        for field, prefix in COUNTED_ENTITIES.items():
+            names = [n for n in wanted if n.startswith(prefix + "_claims_")]
+            last = prefix == "claimant" and "days_since_claimant_last_claim" in wanted
+            if (not names and not last) or field not in present:
+                continue
+            same = c[field] == sa.bindparam(field, type_=sa.String())
+            matches.append(same)
+            for days in WINDOWS_DAYS:
+                if f"{prefix}_claims_{days}d" in wanted:
+                    inside = sa.and_(same, c.report_date >= sa.bindparam(f"t_{days}", type_=sa.DateTime()),
+                                     c.report_date < t)
+                    add(f"{prefix}_claims_{days}d", sa.func.count(sa.case((inside, 1))))
+            if last:
+                add("days_since_claimant_last_claim", sa.func.max(sa.case((sa.and_(same, c.report_date < t),
+                                                                             c.report_date))))
+        for field, prefix in SHARED_ENTITIES.items():
+            name = f"{prefix}_other_claimants"
+            if name not in wanted or field not in present or "claimant_id" not in present:
+                continue
+            same = c[field] == sa.bindparam(field, type_=sa.String())
+            matches.append(same)
+            other = sa.and_(same, c.claimant_id != sa.bindparam("claimant_id", type_=sa.String()), c.report_date < t)
+            add(name, sa.func.count(sa.distinct(sa.case((other, c.claimant_id)))))
+        if not columns:
+            return None, ()
+        query = sa.select(*columns).where(sa.or_(*matches), c.claim_id != sa.bindparam("claim_id", type_=sa.String()))
+        return query, tuple(keys)
+
+    def record(self, claims: pd.DataFrame | list[dict], responses: list[dict], model_version: str) -> None:
         """Store the claims (replacing earlier versions of the same claim_id) and their decisions, atomically."""
         now = _now()
-        rows = [_row(rec, "scored", now) for rec in _records(claims)]
+        records = claims if isinstance(claims, list) else _records(claims)
+        rows = [_row(rec, "scored", now) for rec in records]
         ids = [r["claim_id"] for r in rows]
         decisions = [{
             "claim_id": r["claim_id"], "model_version": str(model_version), "decision": resp["decision"],
@@ -128,6 +199,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _as_datetime(value) -> datetime | None:
+    """A MAX() over a date-time column: SQLite hands back text, PostgreSQL a datetime."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
 
 
 def _records(claims: pd.DataFrame) -> list[dict]:

@@ -1,9 +1,11 @@
 """The claim store: history for exactly-equal online features, claims kept once, decisions kept all."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from features.builder import FeatureBuilder
+from features.history import history_features
 from serving.store import ClaimStore
 
 
@@ -69,3 +71,50 @@ def test_a_failed_record_leaves_nothing_half_written(store, typed_claims):
         store.record(claims.iloc[[4]], [{"decision": None, "scores": {}}], "1")  # no scores: must not commit
     assert store.count_claims() == 3
     assert store.decisions_for(claims["claim_id"].iloc[4]) == []
+
+
+def _python_record(row) -> dict:
+    """A typed claim row as the online path holds it: plain Python values, missing ones absent."""
+    out = {}
+    for name, value in row.items():
+        if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
+            continue
+        out[name] = value.to_pydatetime() if isinstance(value, pd.Timestamp) else \
+            value.item() if isinstance(value, np.generic) else value
+    return out
+
+
+def test_one_claim_features_in_sql_and_plain_python_equal_the_frame_pipeline(store, typed_claims):
+    claims = typed_claims.head(6000).copy()
+    # Some claims lack optional entities; some are reported at the very second of an earlier one.
+    claims.loc[claims.index[::13], "provider_id"] = None
+    claims.loc[claims.index[::17], "payee_account"] = None
+    claims.loc[claims.index[5::50], "report_date"] = claims["report_date"].shift(1).loc[claims.index[5::50]]
+    builder = FeatureBuilder().fit(claims)
+    names = [s.name for s in builder.specs_ if s.source == "history"]
+    # Edge cases at the boundaries: another claimant on the same payee at the very same second,
+    # and the same claimant exactly 90 and 365 days after an earlier claim.
+    bases = claims.iloc[:3000].loc[lambda f: f["payee_account"].notna()].iloc[::100]
+    twins = bases.assign(claim_id="TA-" + bases["claim_id"], claimant_id="TCA-" + bases["claimant_id"])
+    edges = pd.concat([
+        bases.assign(claim_id="T1-" + bases["claim_id"], claimant_id="TCB-" + bases["claimant_id"]),
+        bases.assign(claim_id="T2-" + bases["claim_id"], report_date=bases["report_date"] + pd.Timedelta(days=90)),
+        bases.assign(claim_id="T3-" + bases["claim_id"], report_date=bases["report_date"] + pd.Timedelta(days=365)),
+    ])
+    store.seed(pd.concat([claims.iloc[:5000], twins]))
+    shared = np.zeros(len(claims), bool)
+    for col in ("claimant_id", "payee_account", "claimant_phone", "claimant_address", "provider_id", "policy_id"):
+        shared |= claims[col].duplicated(keep=False).to_numpy() & claims[col].notna().to_numpy()
+    picks = sorted(set(range(0, 6000, 61)) | set(np.flatnonzero(shared)[:150].tolist())
+                   | set(range(5, 6000, 500)))
+    assert len(picks) > 200
+    candidates = pd.concat([claims, edges], ignore_index=True)
+    for i in picks + list(range(len(claims), len(candidates))):
+        one = candidates.iloc[[i]]
+        record = _python_record(one.iloc[0])
+        frame_history = history_features(one, store.history(one), names)
+        sql_history = store.history_features_for(record, names)
+        for name in names:
+            np.testing.assert_array_equal(sql_history[name], frame_history[name][0], err_msg=f"{name} row {i}")
+        np.testing.assert_array_equal(builder.transform_record(record, sql_history),
+                                      builder.transform(one, history=store.history(one)), err_msg=f"row {i}")

@@ -1,0 +1,389 @@
+"""Validation of one claim record in plain Python, for the online service's one-claim requests.
+
+`validate_record` gives exactly what `validate_claims` gives for the same claim as a one-row frame
+(the same errors, in the same order, with the same text, and the same typed values), in
+microseconds instead of the milliseconds pandas needs per operation. The frame validator stays the
+definition; `tests/features/test_record_validation.py` holds the two to each other over thousands
+of valid and broken claims, so a change to one that the other does not follow fails there.
+
+A one-row frame types each column from its single value, and this module follows what that means:
+a JSON integer in a text field is its digits (an int64 column), a JSON true in a number field is
+"not true/false" (a bool column), text in a number field is read the way `pd.to_numeric` reads it.
+Where the frame validator raises rather than reports (text that is not valid Unicode, an integer
+too large for a float), so does this, with the same exception. Anything this module does not read
+itself (an ISO 8601 variant outside the common shapes, unusual number text, values of a type JSON
+does not produce) goes to the frame validator's own code for that value or record, so correctness
+never rests on the fast paths being complete.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+from typing import Iterable
+
+from features.schema import CLAIM_FIELDS, EARLIEST_DATE, LATEST_DATE, ClaimField
+from features.validation import (
+    _FALSE_TEXT,
+    _LARGEST_EXACT_INTEGER,
+    _MAX_VALUE_CHARS,
+    _TRUE_TEXT,
+    FUTURE_TOLERANCE,
+)
+
+__all__ = ["validate_record"]
+
+_EARLIEST = datetime.fromisoformat(EARLIEST_DATE)
+_LATEST = datetime.fromisoformat(LATEST_DATE)
+_TOLERANCE: timedelta = FUTURE_TOLERANCE.to_pytimedelta()
+_FUTURE_FIELDS = ("loss_date", "report_date", "customer_since")
+
+MISSING = "is required but missing"
+NOT_TEXT = "must be text"
+EMPTY = "is empty"
+NOT_NUMBER = "must be a number"
+NOT_NUMBER_BOOL = "must be a number, not true/false"
+NOT_FINITE = "must be a finite number"
+NOT_WHOLE = "must be a whole number"
+TOO_LARGE = "is far too large"
+NOT_BOOLEAN = "must be true or false"
+NOT_DATETIME = "must be an ISO 8601 date-time, e.g. 2025-03-01T14:30:00Z"
+NOT_DATE = "must be a date (YYYY-MM-DD) without a time of day"
+OUTSIDE = f"is outside {EARLIEST_DATE} to {LATEST_DATE}"
+FUTURE = "is in the future"
+
+# The types json.loads produces; a record holding anything else is validated by the frame validator.
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+# A one-row frame holds an int in an int64 or uint64 column inside this range, else in an object column.
+_INT_COLUMN_MIN = -(2 ** 63)
+_INT_COLUMN_END = 2 ** 64
+
+# The ISO 8601 shapes read here; pandas (format="ISO8601") accepts these and more, and the rest go
+# to pandas. ASCII digits only: pandas' C parser knows no other digits.
+_ISO_DATETIME = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
+    r"(?:[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,18}))?)?(Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?")
+# Plain decimals of at most 15 significant digits: every parser rounds these the same, exactly.
+_PLAIN_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
+_MAX_PLAIN_DIGITS = 15
+
+
+def validate_record(record: dict, fields: Iterable[ClaimField] = CLAIM_FIELDS,
+                    as_of: datetime | None = None) -> tuple[dict, list[dict]]:
+    """Check one JSON-decoded claim; return its typed values and its errors.
+
+    `errors` lists {"field", "value", "reason"} dicts, exactly as `validate_claims` reports the
+    claim as a one-row frame (order and text included). `typed` maps each field present and not
+    missing to its canonical value (str, float, int, bool, or naive UTC datetime to the second);
+    for a record with errors it holds only the fields that passed their own checks. Keys that are
+    not in `fields` are ignored. `as_of` rejects loss, report and customer-since dates later than
+    a day past that moment (an aware `as_of` counts by its wall-clock time, as the frame's does).
+    """
+    fields = fields if type(fields) is tuple else tuple(fields)
+    plan = _plan(fields)
+    all_ascii = True
+    for key, value in record.items():
+        kind = type(value)
+        if kind is str:
+            all_ascii = all_ascii and value.isascii()
+        elif kind not in _PLAIN_TYPES:
+            return _validate_with_frame(record, fields, as_of)
+        if type(key) is not str:
+            return _validate_with_frame(record, fields, as_of)
+        all_ascii = all_ascii and key.isascii()
+    if not all_ascii:
+        _refuse_what_a_frame_cannot_hold(record)
+
+    typed: dict = {}
+    errors: list[dict] = []
+    for name, check, spec, required in plan.steps:
+        if name not in record:
+            if required:
+                errors.append({"field": name, "value": None, "reason": MISSING})
+            continue
+        value = record[name]
+        if value is None or (type(value) is float and value != value):
+            if required:
+                errors.append({"field": name, "value": None, "reason": MISSING})
+            continue
+        parsed, reasons = check(spec, value)
+        if reasons:
+            shown = _show_value(value)
+            errors.extend({"field": name, "value": shown, "reason": r} for r in reasons)
+        else:
+            typed[name] = parsed
+
+    # Rules across fields read only values that passed their own checks, as the frame's do.
+    if plan.report_after_loss:
+        report, loss = typed.get("report_date"), typed.get("loss_date")
+        if report is not None and loss is not None and report < loss:
+            errors.append({"field": "report_date", "value": _show_value(record["report_date"]),
+                           "reason": f"is before loss_date {loss.year:04d}-{loss.month:02d}-{loss.day:02d}"})
+    if as_of is not None:
+        horizon = as_of.replace(tzinfo=None) + _TOLERANCE
+        for name in plan.future_fields:
+            when = typed.get(name)
+            if when is not None and when > horizon:
+                errors.append({"field": name, "value": _show_value(record[name]), "reason": FUTURE})
+    # A single claim cannot repeat its own claim_id, so the frame's duplicate rule never fires here.
+    return typed, errors
+
+
+# --- one checker per kind: (spec, value that is present and not missing) -> (typed value, reasons)
+
+def _check_string(spec: ClaimField, value):
+    kind = type(value)
+    if kind is str:
+        text = value
+    elif kind is int and _INT_COLUMN_MIN <= value < _INT_COLUMN_END:
+        text = str(value)  # an int64 column: the frame reads its digits as the text
+    else:
+        return None, (NOT_TEXT,)
+    n = len(text)
+    if n == 0:
+        return text, (EMPTY,)
+    reasons = ()
+    if spec.max_length and n > spec.max_length:
+        reasons = (f"is longer than {spec.max_length} characters",)
+    if spec.choices and text not in spec.choices:
+        reasons += (f"must be one of {', '.join(spec.choices)}",)
+    return text, reasons
+
+
+def _read_number(value) -> tuple[float | None, str | None]:
+    """The frame's number parsing of one value: (number, None) or (None, reason)."""
+    kind = type(value)
+    if kind is float:
+        if value - value != 0.0:  # inf or -inf (NaN never gets here)
+            return None, NOT_FINITE
+        return value, None
+    if kind is int:
+        # In or out of an int64 column, the frame ends with float(value): OverflowError included.
+        return float(value), None
+    if kind is bool:
+        return None, NOT_NUMBER_BOOL
+    number = _number_from_text(value)
+    # The frame flags NaN only: text such as "inf" or "1e400" passes as an infinite number.
+    return (None, NOT_NUMBER) if number != number else (number, None)
+
+
+def _range_reasons(spec: ClaimField, number: float) -> tuple:
+    reasons = ()
+    if spec.minimum is not None:
+        if spec.exclusive_minimum:
+            if number <= spec.minimum:
+                reasons = (f"must be greater than {spec.minimum:g}",)
+        elif number < spec.minimum:
+            reasons = (f"must be at least {spec.minimum:g}",)
+    if spec.maximum is not None and number > spec.maximum:
+        reasons += (f"must be at most {spec.maximum:g}",)
+    return reasons
+
+
+def _check_number(spec: ClaimField, value):
+    number, reason = _read_number(value)
+    if reason is not None:
+        return None, (reason,)
+    return number, _range_reasons(spec, number)
+
+
+def _check_integer(spec: ClaimField, value):
+    number, reason = _read_number(value)
+    if reason is not None:
+        # The frame's integer rule restates every unreadable value as "must be a whole number".
+        return None, (NOT_NUMBER_BOOL if reason is NOT_NUMBER_BOOL else NOT_WHOLE,)
+    if not abs(number) <= _LARGEST_EXACT_INTEGER:  # infinities included, as np.nan_to_num makes them huge
+        return None, (TOO_LARGE,)
+    if number % 1 != 0:
+        return None, (NOT_WHOLE,)
+    whole = int(number)
+    return whole, _range_reasons(spec, float(whole))
+
+
+def _check_boolean(spec: ClaimField, value):
+    kind = type(value)
+    if kind is bool:
+        return value, ()
+    if kind is int:
+        if value == 0 or value == 1:
+            return value == 1, ()
+    elif kind is str:
+        text = value.strip().lower()
+        if text in _TRUE_TEXT:
+            return True, ()
+        if text in _FALSE_TEXT:
+            return False, ()
+    return None, (NOT_BOOLEAN,)
+
+
+def _check_datetime(spec: ClaimField, value):
+    when = _datetime_from_text(value) if type(value) is str else None
+    if when is None:
+        return None, (NOT_DATETIME,)
+    if type(when) is _BeyondDatetime or when < _EARLIEST or when > _LATEST:
+        return None, (OUTSIDE,)
+    return when, ()
+
+
+def _check_date(spec: ClaimField, value):
+    when = _datetime_from_text(value) if type(value) is str else None
+    if when is None or when.hour or when.minute or when.second:
+        return None, (NOT_DATE,)
+    if type(when) is _BeyondDatetime or when < _EARLIEST or when > _LATEST:
+        return None, (OUTSIDE,)
+    return when, ()
+
+
+_CHECKS = {
+    "string": _check_string,
+    "number": _check_number,
+    "integer": _check_integer,
+    "boolean": _check_boolean,
+    "datetime": _check_datetime,
+    "date": _check_date,
+}
+
+
+# --- text to number and to date-time, as pandas reads them
+
+def _number_from_text(text: str) -> float:
+    """`pd.to_numeric(errors="coerce")` of one string as float (NaN if unreadable)."""
+    if (_PLAIN_DECIMAL.fullmatch(text) is not None
+            and len(text) - ("." in text) - (text[0] in "+-") <= _MAX_PLAIN_DIGITS):
+        # pandas reads digits-only text as an integer first: "-0" is 0.0, not -0.0.
+        return float(text) if "." in text else float(int(text))
+    return _number_from_text_by_pandas(text)
+
+
+def _datetime_from_text(text: str):
+    """`pd.to_datetime(format="ISO8601", utc=True)` of one string, naive UTC to the second; None if unreadable.
+
+    A value outside the years a `datetime` holds (e.g. year 0, which pandas accepts) comes back
+    as a `_BeyondDatetime` holding its time of day: it only ever fails the date window.
+    """
+    match = _ISO_DATETIME.fullmatch(text)
+    if match is None:
+        return _datetime_from_text_by_pandas(text)
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    try:
+        when = datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
+        if zone and zone != "Z":
+            offset_hours, offset_minutes = int(zone[1:3]), int(zone[-2:]) if len(zone) > 3 else 0
+            if offset_hours >= 24 or offset_minutes >= 60:
+                return None
+            offset = timedelta(hours=offset_hours, minutes=offset_minutes)
+            when = when - offset if zone[0] == "+" else when + offset
+    except (ValueError, OverflowError):
+        # An impossible day or time, or a year a datetime cannot hold: pandas decides.
+        return _datetime_from_text_by_pandas(text)
+    if fraction and len(fraction) > 6 and not 1700 <= when.year <= 2200:
+        # Beyond microseconds pandas parses to nanoseconds, whose range ends in 1677 and 2262.
+        return _datetime_from_text_by_pandas(text)
+    return when  # fractions of a second are dropped, as astype("datetime64[s]") floors them
+
+
+def _datetime_from_text_by_pandas(text: str):
+    import numpy as np
+    import pandas as pd
+
+    from features.validation import _parse_datetime
+
+    parsed, bad, _ = _parse_datetime(pd.Series([text]), np.zeros(1, bool))
+    if bad[0]:
+        return None
+    when = parsed.iloc[0]
+    if 1 <= when.year <= 9999:
+        return when.to_pydatetime()
+    return _BeyondDatetime(when.hour, when.minute, when.second)
+
+
+class _BeyondDatetime:
+    """A date-time pandas read that no `datetime` can hold (years 0 and below, 10000 and above)."""
+
+    __slots__ = ("hour", "minute", "second")
+
+    def __init__(self, hour: int, minute: int, second: int):
+        self.hour, self.minute, self.second = hour, minute, second
+
+
+def _number_from_text_by_pandas(text: str) -> float:
+    import numpy as np
+    import pandas as pd
+
+    from features.validation import _parse_number
+
+    numbers, bad, _ = _parse_number(pd.Series([text]), np.zeros(1, bool))
+    return float("nan") if bad[0] else float(numbers.iloc[0])
+
+
+# --- the rest: what the frame shows, what it cannot hold, records outside JSON's types
+
+def _show_value(value) -> str | None:
+    """A value as the frame's report quotes it (features.validation._show_value)."""
+    if value is None or (type(value) is float and value != value):
+        return None
+    text = json.dumps(value) if type(value) is str or type(value) is bool else str(value)
+    return text if len(text) <= _MAX_VALUE_CHARS else f"{text[:_MAX_VALUE_CHARS]}... ({len(text)} chars)"
+
+
+def _refuse_what_a_frame_cannot_hold(record: dict) -> None:
+    """Raise as building the one-row frame does: its text columns hold only UTF-8-encodable text."""
+    for key, value in record.items():
+        if not key.isascii():
+            key.encode("utf-8")
+    for value in record.values():
+        if type(value) is str and not value.isascii():
+            value.encode("utf-8")
+
+
+def _validate_with_frame(record: dict, fields: tuple[ClaimField, ...], as_of) -> tuple[dict, list[dict]]:
+    """The frame validator on the record as a one-row frame, in this module's return shape."""
+    import math
+
+    import numpy as np
+    import pandas as pd
+
+    from features.validation import validate_claims
+
+    frame = pd.DataFrame([record], index=pd.RangeIndex(1))
+    report = validate_claims(frame, fields=fields, as_of=None if as_of is None else pd.Timestamp(as_of))
+    errors = [{"field": e.column, "value": e.value, "reason": e.reason}
+              for e in report.errors.itertuples(index=False)]
+    typed: dict = {}
+    if len(report.claims):
+        row = report.claims.iloc[0]
+        for spec in fields:
+            if spec.name not in report.claims.columns:
+                continue
+            value = row[spec.name]
+            if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+                continue
+            typed[spec.name] = (value.to_pydatetime() if isinstance(value, pd.Timestamp)
+                                else value.item() if isinstance(value, np.generic) else value)
+    return typed, errors
+
+
+class _Plan:
+    """What validating against one `fields` tuple needs, worked out once."""
+
+    __slots__ = ("fields", "steps", "report_after_loss", "future_fields")
+
+    def __init__(self, fields: tuple[ClaimField, ...]):
+        self.fields = fields
+        self.steps = tuple((f.name, _CHECKS[f.kind], f, f.required) for f in fields)
+        names = {f.name for f in fields}
+        self.report_after_loss = "report_date" in names and "loss_date" in names
+        self.future_fields = tuple(name for name in _FUTURE_FIELDS if name in names)
+
+
+_PLANS: dict[int, _Plan] = {}
+
+
+def _plan(fields: tuple[ClaimField, ...]) -> _Plan:
+    plan = _PLANS.get(id(fields))
+    if plan is None or plan.fields is not fields:
+        if len(_PLANS) > 64:
+            _PLANS.clear()
+        plan = _PLANS[id(fields)] = _Plan(fields)  # holds `fields`, so its id stays its own
+    return plan
