@@ -9,8 +9,8 @@ of valid and broken claims, so a change to one that the other does not follow fa
 A one-row frame types each column from its single value, and this module follows what that means:
 a JSON integer in a text field is its digits (an int64 column), a JSON true in a number field is
 "not true/false" (a bool column), text in a number field is read the way `pd.to_numeric` reads it.
-Where the frame validator raises rather than reports (text that is not valid Unicode, an integer
-too large for a float), so does this, with the same exception. Anything this module does not read
+Where the frame validator raises rather than reports (text that is not valid Unicode, which the
+service's JSON parser never lets through), so does this, with the same exception. Anything this module does not read
 itself (an ISO 8601 variant outside the common shapes, unusual number text, values of a type JSON
 does not produce) goes to the frame validator's own code for that value or record, so correctness
 never rests on the fast paths being complete.
@@ -27,6 +27,7 @@ from features.schema import CLAIM_FIELDS, EARLIEST_DATE, LATEST_DATE, ClaimField
 from features.validation import (
     _FALSE_TEXT,
     _LARGEST_EXACT_INTEGER,
+    _LARGEST_FLOAT,
     _MAX_VALUE_CHARS,
     _TRUE_TEXT,
     FUTURE_TOLERANCE,
@@ -159,13 +160,12 @@ def _read_number(value) -> tuple[float | None, str | None]:
             return None, NOT_FINITE
         return value, None
     if kind is int:
-        # In or out of an int64 column, the frame ends with float(value): OverflowError included.
-        return float(value), None
+        return (None, TOO_LARGE) if abs(value) > _LARGEST_FLOAT else (float(value), None)
     if kind is bool:
         return None, NOT_NUMBER_BOOL
     number = _number_from_text(value)
-    # The frame flags NaN only: text such as "inf" or "1e400" passes as an infinite number.
-    return (None, NOT_NUMBER) if number != number else (number, None)
+    # NaN (unreadable) and infinities (text such as "inf" or "1e400") are no number.
+    return (None, NOT_NUMBER) if number - number != 0.0 else (number, None)
 
 
 def _range_reasons(spec: ClaimField, number: float) -> tuple:
@@ -191,9 +191,8 @@ def _check_number(spec: ClaimField, value):
 def _check_integer(spec: ClaimField, value):
     number, reason = _read_number(value)
     if reason is not None:
-        # The frame's integer rule restates every unreadable value as "must be a whole number".
-        return None, (NOT_NUMBER_BOOL if reason is NOT_NUMBER_BOOL else NOT_WHOLE,)
-    if not abs(number) <= _LARGEST_EXACT_INTEGER:  # infinities included, as np.nan_to_num makes them huge
+        return None, (reason,)
+    if not abs(number) <= _LARGEST_EXACT_INTEGER:
         return None, (TOO_LARGE,)
     if number % 1 != 0:
         return None, (NOT_WHOLE,)

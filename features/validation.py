@@ -8,6 +8,7 @@ valid as sent or listed in the report with the reason.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -229,24 +230,31 @@ def _parse_number(raw: pd.Series, missing: np.ndarray):
         bad = ~np.isfinite(numbers.to_numpy(na_value=0.0))
         return numbers.where(~pd.Series(bad), np.nan), bad, "must be a finite number"
     is_bool = raw.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
-    numbers = pd.to_numeric(raw.where(~pd.Series(is_bool), None), errors="coerce").astype("float64")
+    # A whole number beyond any float (JSON allows 1 followed by 400 zeros) is reported, not raised.
+    huge = raw.map(lambda v: isinstance(v, int) and not isinstance(v, bool) and abs(v) > _LARGEST_FLOAT) \
+        .to_numpy(dtype=bool)
+    numbers = pd.to_numeric(raw.where(~pd.Series(is_bool | huge), None), errors="coerce").astype("float64")
     arr = numbers.to_numpy(na_value=np.nan)
-    bad = is_bool | np.isnan(arr) | ~np.isfinite(np.nan_to_num(arr, nan=0.0))
-    return numbers.where(~pd.Series(bad), np.nan), bad & ~missing, "must be a number"
+    bad = is_bool | huge | ~np.isfinite(arr)  # text such as "inf" or "1e400" is no amount either
+    reasons = np.where(huge, "is far too large", "must be a number").astype(object)
+    return numbers.where(~pd.Series(bad), np.nan), bad & ~missing, reasons
 
 
+_LARGEST_FLOAT = sys.float_info.max
 # Whole numbers beyond this cannot be held exactly (and no count in a claim comes near it).
 _LARGEST_EXACT_INTEGER = 2.0 ** 53
 
 
 def _parse_integer(raw: pd.Series, missing: np.ndarray):
     numbers, bad, reason = _parse_number(raw, missing)
-    if reason.endswith("true/false"):
+    if isinstance(reason, str) and reason.endswith("true/false"):
         return pd.Series(pd.array([pd.NA] * len(raw), dtype="Int64")), bad, reason
     arr = numbers.to_numpy(na_value=np.nan)
     huge = ~bad & (np.abs(np.nan_to_num(arr)) > _LARGEST_EXACT_INTEGER)
     fractional = ~bad & ~huge & ~np.isnan(arr) & (np.mod(np.nan_to_num(arr), 1) != 0)
-    reasons = np.where(huge, "is far too large", "must be a whole number").astype(object)
+    # An unreadable value keeps the number's own reason; a readable one is too large or fractional.
+    unreadable = np.broadcast_to(np.asarray(reason, dtype=object), arr.shape)
+    reasons = np.where(huge, "is far too large", np.where(bad, unreadable, "must be a whole number")).astype(object)
     bad = bad | fractional | huge
     ints = pd.Series(np.where(bad | np.isnan(arr), np.nan, arr)).round().astype("Int64")
     return ints, bad, reasons
@@ -276,7 +284,8 @@ def _parse_datetime(raw: pd.Series, missing: np.ndarray):
         if getattr(raw.dt, "tz", None) is not None:
             values = raw.dt.tz_convert("UTC").dt.tz_localize(None)
         return values.astype("datetime64[s]"), np.zeros(len(raw), bool), ""
-    is_text = raw.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+    # A date starts with its year: pandas would also read words such as "now" and "today".
+    is_text = raw.map(lambda v: isinstance(v, str) and v[:1].isdigit()).to_numpy(dtype=bool)
     text = raw.where(pd.Series(is_text), None)
     parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
     parsed = parsed.dt.tz_localize(None).astype("datetime64[s]")
