@@ -163,7 +163,7 @@ BAD_REQUESTS = [
     ("10 MB string", "/score", json.dumps({"claim_id": "x" * 10_000_000}).encode(), "application/json"),
     ("huge number", "/score", json.dumps({"claim_id": "a", "injuries": 10 ** 40}).encode(), "application/json"),
     ("number beyond any float", "/score", b'{"claim_id": "a", "witnesses": 1' + b"0" * 400 + b"}", "application/json"),
-    ("infinite amount as text", "/score", b'{"claim_id": "a", "claim_amount": 1e400}', "application/json"),
+    ("amount overflowing to infinity", "/score", b'{"claim_id": "a", "claim_amount": 1e400}', "application/json"),
     ("a word for a date", "/score", json.dumps({"claim_id": "a", "report_date": "now"}).encode(), "application/json"),
     ("text body", "/score", b"claim please", "text/plain"),
     ("multipart without boundary", "/score", b"--x", "multipart/form-data"),
