@@ -386,3 +386,41 @@ def _plan(fields: tuple[ClaimField, ...]) -> _Plan:
             _PLANS.clear()
         plan = _PLANS[id(fields)] = _Plan(fields)  # holds `fields`, so its id stays its own
     return plan
+
+
+_DTYPES = {"string": "str", "number": "float64", "integer": "Int64", "boolean": "boolean",
+           "date": "datetime64[s]", "datetime": "datetime64[s]"}
+DUPLICATE = "appears more than once in this batch"
+
+
+def duplicate_errors(typed: list[dict], raw: list[dict]) -> dict[int, dict]:
+    """The frame's one rule across claims: a valid claim_id sent twice in one batch, both flagged."""
+    seen: dict[str, list[int]] = {}
+    for i, claim in enumerate(typed):
+        claim_id = claim.get("claim_id")
+        if claim_id is not None:
+            seen.setdefault(claim_id, []).append(i)
+    return {i: {"field": "claim_id", "value": _show_value(raw[i]["claim_id"]), "reason": DUPLICATE}
+            for rows in seen.values() if len(rows) > 1 for i in rows}
+
+
+def typed_frame(claims: list[dict], fields: Iterable[ClaimField]) -> "pd.DataFrame":
+    """Validated claims (from `validate_record`) as the frame `validate_claims` would have typed.
+
+    Each field any claim has becomes a column of its canonical dtype (text, float64, Int64,
+    boolean, datetime64[s]); a claim without it holds the missing value there.
+    """
+    import numpy as np
+    import pandas as pd
+
+    present = set().union(*claims) if claims else set()
+    columns = {}
+    for spec in fields:
+        if spec.name not in present:
+            continue
+        values = [c.get(spec.name) for c in claims]
+        if spec.kind == "number":
+            columns[spec.name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        else:
+            columns[spec.name] = pd.array(values, dtype=_DTYPES[spec.kind])
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(claims)))

@@ -17,9 +17,9 @@ from features.schema import FIELD_NAMES
 from models.bundle import TriageBundle
 from models.config import Deadlines
 from models.explain import Explainer
-from features.record_validation import validate_record
+from features.record_validation import duplicate_errors, typed_frame, validate_record
 from models.policy import AUTO_APPROVE, RULE_TEXT, record_rule_hits, rule_hits
-from serving.store import ClaimStore
+from serving.store import HISTORY_COLUMNS, ClaimStore
 
 TOP_REASONS = 5
 
@@ -56,26 +56,30 @@ class Scorer:
         return self._score_frame(records, explain, now)
 
     def _score_frame(self, records: list[dict], explain: bool, now: datetime) -> ScoredBatch:
-        """Any number of claims through the vectorised (pandas) pipeline, the one training uses."""
-        # An explicit index keeps one row per record, even for a record with no fields at all.
-        frame = pd.DataFrame(records, index=pd.RangeIndex(len(records)))
-        report = self.bundle.validate(frame, as_of=pd.Timestamp(now))
+        """Any number of claims: each validated on its own, then features, scores and reasons for all
+        valid ones at once through the vectorised pipeline training uses."""
+        fields = self.bundle.claim_fields
         results: list[dict | None] = [None] * len(records)
-        problems: dict[int, list[dict]] = {}
-        for e in report.errors.itertuples(index=False):
-            problems.setdefault(int(e.row), []).append({"field": e.column, "value": e.value, "reason": e.reason})
-        for row, record in enumerate(records):
-            problems.setdefault(row, []).extend(self._unknown_fields(record))
-        for row, errors in problems.items():
+        checked = []
+        for record in records:
+            claim, errors = validate_record(record, fields, as_of=now)
+            checked.append((claim, errors))
+        repeated = duplicate_errors([claim for claim, _ in checked], records)
+        valid, positions = [], []
+        for i, (record, (claim, errors)) in enumerate(zip(records, checked)):
+            if i in repeated:
+                errors.append(repeated[i])
+            errors += self._unknown_fields(record)
             if errors:
-                results[row] = {"claim_id": _text(records[row].get("claim_id")), "errors": errors}
-        ok = np.array([results[i] is None for i in range(len(records))], dtype=bool)
-        valid = report.claims.loc[ok[report.valid_mask]] if len(records) else report.claims
-        if len(valid):
-            responses = self._decide(valid, explain, now)
+                results[i] = {"claim_id": _text(record.get("claim_id")), "errors": errors}
+            else:
+                valid.append(claim)
+                positions.append(i)
+        if valid:
+            responses = self._decide(typed_frame(valid, fields), explain, now)
             self.store.record(valid, responses, self.model_version)
-            for position, response in zip(np.flatnonzero(ok), responses):
-                results[int(position)] = response
+            for position, response in zip(positions, responses):
+                results[position] = response
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:  # every claim gets an answer; anything else is a bug, never a silent drop
             raise RuntimeError(f"claims at positions {missing} got neither a decision nor an error")
@@ -99,7 +103,7 @@ class Scorer:
                 for name in sorted(set(record) - self.allowed_fields)]
 
     def _decide(self, claims: pd.DataFrame, explain: bool, now: datetime) -> list[dict]:
-        history = self.store.history(claims)
+        history = self.store.history(claims, HISTORY_COLUMNS)
         matrix = self.bundle.features(claims, history)
         rules = rule_hits(claims, self.bundle.targets.auto_approve_amount_cap)
         return self._responses(claims["claim_id"].tolist(), matrix, rules, explain, now)
@@ -128,8 +132,8 @@ class Scorer:
                 "deadlines": None if decision == AUTO_APPROVE else {"respond_by": respond_by, "resolve_by": resolve_by},
                 "scored_at": scored_at,
             }
-            if reasons[i] is not None:
-                response["reasons"] = {model: [r.as_dict() for r in rs] for model, rs in reasons[i].items()}
+            response["reasons"] = None if reasons[i] is None else {
+                model: [r.as_dict() for r in rs] for model, rs in reasons[i].items()}
             out.append(response)
         return out
 

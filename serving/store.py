@@ -18,11 +18,13 @@ import pandas as pd
 import sqlalchemy as sa
 
 from features.history import COUNTED_ENTITIES, SECONDS_PER_DAY, SHARED_ENTITIES, WINDOWS_DAYS
-from features.schema import CLAIM_FIELDS, ENTITY_FIELDS, ClaimField
+from features.schema import CLAIM_FIELDS, ENTITY_FIELDS, FIELDS_BY_NAME, ClaimField
 
 _SQL_TYPES = {"string": sa.String(128), "date": sa.DateTime(), "datetime": sa.DateTime(), "number": sa.Float(),
               "integer": sa.Integer(), "boolean": sa.Boolean()}
 SEED_CHUNK = 10_000
+# What history features read of the stored claims.
+HISTORY_COLUMNS = ("claim_id", "report_date") + ENTITY_FIELDS
 
 
 def _claims_table(metadata: sa.MetaData) -> sa.Table:
@@ -80,8 +82,12 @@ class ClaimStore:
                 conn.execute(self.claims.insert(), fresh[start:start + SEED_CHUNK])
         return len(fresh)
 
-    def history(self, claims: pd.DataFrame) -> pd.DataFrame:
-        """Every stored claim sharing an entity (claimant, policy, payee, phone, address, provider) with `claims`."""
+    def history(self, claims: pd.DataFrame, columns: Iterable[str] | None = None) -> pd.DataFrame:
+        """Every stored claim sharing an entity (claimant, policy, payee, phone, address, provider) with `claims`.
+
+        `columns` limits what is read back (HISTORY_COLUMNS is all history features need).
+        """
+        names = self._field_names if columns is None else [n for n in self._field_names if n in set(columns)]
         conditions = []
         for name in ENTITY_FIELDS:
             if name in claims.columns:
@@ -89,10 +95,10 @@ class ClaimStore:
                 if values:
                     conditions.append(self.claims.c[name].in_(values))
         if not conditions:
-            return self._frame([])
-        query = sa.select(*[self.claims.c[n] for n in self._field_names]).where(sa.or_(*conditions))
+            return self._frame([], names)
+        query = sa.select(*[self.claims.c[n] for n in names]).where(sa.or_(*conditions))
         with self.engine.connect() as conn:
-            return self._frame(conn.execute(query).all())
+            return self._frame(conn.execute(query).all(), names)
 
     def history_features_for(self, claim: dict, wanted: Iterable[str]) -> dict[str, float]:
         """History features of one validated claim, counted in the database in one query.
@@ -185,15 +191,18 @@ class ClaimStore:
         with self.engine.connect() as conn:
             return [dict(r._mapping) | {"response": json.loads(r.response)} for r in conn.execute(query)]
 
-    def _frame(self, rows: Iterable) -> pd.DataFrame:
-        frame = pd.DataFrame([tuple(r) for r in rows], columns=self._field_names)
-        return _typed(frame, CLAIM_FIELDS)
+    def _frame(self, rows: Iterable, names: list[str]) -> pd.DataFrame:
+        frame = pd.DataFrame([tuple(r) for r in rows], columns=names)
+        return _typed(frame, tuple(FIELDS_BY_NAME[n] for n in names))
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a decision the service has answered survives a power cut too (NORMAL would only
+    # survive a crash of the process); measured here at about 0.3 ms a commit.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA cache_size=-65536")
     cursor.close()
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.record_validation import validate_record
+from features.record_validation import duplicate_errors, typed_frame, validate_record
 from features.schema import CLAIM_FIELDS, FIELDS_BY_NAME, REQUIRED_FIELDS, ClaimField
 from features.validation import validate_claims
 from training.generate import generate_claims
@@ -374,3 +374,29 @@ def test_every_missing_required_field_is_reported_in_schema_order():
     _, errors = validate_record({"claim_amount": 10})
     assert [e["field"] for e in errors] == [n for n in REQUIRED_FIELDS if n != "claim_amount"]
     assert {e["reason"] for e in errors} == {"is required but missing"}
+
+
+# --- batches: typed frame and the duplicate rule ---------------------------------------------------
+
+def test_validated_records_make_the_frame_the_frame_validator_types(wire_claims):
+    records = [dict(r) for r in wire_claims[:600]]
+    for i, record in enumerate(records):  # optional fields absent here and there
+        for name in ("coverage_limit", "witnesses", "police_report", "customer_since", "region")[: i % 6]:
+            record.pop(name, None)
+    typed = [validate_record(r)[0] for r in records]
+    frame = typed_frame(typed, CLAIM_FIELDS)
+    expected = validate_claims(pd.DataFrame(records)).claims
+    assert list(frame.columns) == [f.name for f in CLAIM_FIELDS if f.name in expected.columns]
+    pd.testing.assert_frame_equal(frame, expected[list(frame.columns)].reset_index(drop=True))
+
+
+def test_a_claim_id_twice_in_a_batch_flags_both_as_the_frame_does(wire_claims):
+    records = [dict(r) for r in wire_claims[:5]]
+    records[3]["claim_id"] = records[1]["claim_id"]
+    records[4]["claim_amount"] = -1.0
+    records[4]["claim_id"] = records[0]["claim_id"]
+    found = duplicate_errors([validate_record(r)[0] for r in records], records)
+    report = validate_claims(pd.DataFrame(records))
+    dup = report.errors.loc[report.errors["reason"] == "appears more than once in this batch"]
+    assert sorted(found) == sorted(dup["row"].tolist()) == [0, 1, 3, 4]
+    assert [found[i]["value"] for i in sorted(found)] == dup.sort_values("row")["value"].tolist()

@@ -7,6 +7,7 @@ import pytest
 
 from models.config import Deadlines
 from models.pyfunc import wire_format
+from serving.schemas import BatchResult, ClaimError, Decision
 from serving.scoring import Scorer
 from serving.store import ClaimStore
 from training.generate import generate_claims
@@ -62,9 +63,21 @@ def test_one_claim_answers_exactly_as_the_vectorised_pipeline(scorers, fitted_ru
             one = fast.score([copy.deepcopy(record)], explain=True, now=NOW).results[0]
             other = frame._score_frame([copy.deepcopy(record)], explain=True, now=NOW).results[0]
             assert one == other, record
+            _conforms(one)
             decided.add(one.get("decision"))
     for record in _bad_variants(claims[0]):
         one = fast.score([copy.deepcopy(record)], now=NOW).results[0]
         other = frame._score_frame([copy.deepcopy(record)], explain=True, now=NOW).results[0]
         assert "errors" in one and one == other, record
     assert len(decided - {None}) >= 2  # the comparison covered more than one outcome
+    batch = fast.score(claims[:20] + _bad_variants(claims[20])[:2], now=NOW)
+    BatchResult.model_validate({"results": batch.results, "n_scored": 20, "n_errors": 2}, strict=True)
+    for result in batch.results + fast.score(claims[30:40], explain=False, now=NOW).results:
+        _conforms(result)
+
+
+def _conforms(result: dict) -> None:
+    """The service sends results as built, so each must be exactly its declared response model."""
+    model = ClaimError if "errors" in result else Decision
+    parsed = model.model_validate(result, strict=True)
+    assert parsed.model_dump(mode="json") == result, "a key the response model does not declare, or a missing one"
