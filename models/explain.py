@@ -8,6 +8,8 @@ reported with the sign flipped: positive always pushes towards fraud, approval o
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +42,16 @@ def average_path_length(n: int) -> float:
     return 2.0 * (np.log(n - 1.0) + np.euler_gamma) - 2.0 * (n - 1.0) / n
 
 
+# From this many claims, the boosted models are explained on a second thread; the forest in slices.
+_OVERLAP_FROM_ROWS = 64
+_SLICE = 32
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
+
+
 class Explainer:
     """Contributions and reasons for a bundle; build once per process, reuse for every claim."""
 
@@ -54,15 +66,29 @@ class Explainer:
 
     def contributions(self, matrix: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per model: (base value per claim, contributions per claim and feature), in the model's raw units."""
-        out = {}
         models = [("fraud", self.bundle.fraud)] + ([("eligibility", self.bundle.eligibility)]
                                                    if self.bundle.eligibility else [])
-        for name, model in models:
-            threads = 1 if len(matrix) < 64 else 0
-            raw = model.booster.predict(matrix, pred_contrib=True, num_threads=threads)
-            out[name] = (raw[:, -1], raw[:, :-1])
+
+        def boosted(threads: int) -> dict:
+            found = {}
+            for name, model in models:
+                raw = model.booster.predict(matrix, pred_contrib=True, num_threads=threads)
+                found[name] = (raw[:, -1], raw[:, :-1])
+            return found
+
         detector = self.bundle.anomaly
-        values = self.forest_explainer.shap_values(detector.prepare(matrix), check_additivity=False)
+        prepared = detector.prepare(matrix)
+        if len(matrix) < _OVERLAP_FROM_ROWS:
+            out = boosted(1)  # one claim or a few: one thread beats two
+            values = self.forest_explainer.shap_values(prepared, check_additivity=False)
+        else:
+            # shap's forest explainer holds the GIL while it works; LightGBM lets go of it. So
+            # LightGBM runs on a second core while the forest is explained in slices, between
+            # which LightGBM's thread gets its turn to start each call.
+            pending = _pool().submit(boosted, 1)
+            values = np.vstack([self.forest_explainer.shap_values(prepared[i:i + _SLICE], check_additivity=False)
+                                for i in range(0, len(prepared), _SLICE)])
+            out = pending.result()
         full = np.zeros((len(matrix), len(self.names)))
         full[:, detector.columns] = values
         base = np.full(len(matrix), float(np.ravel(self.forest_explainer.expected_value)[0]))

@@ -41,7 +41,7 @@ def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[S
     uri = model_uri_for(config, uri)
     version = resolve_version(client, config, uri)
     bundle = load_bundle(f"models:/{version.name}/{version.version}")
-    store = ClaimStore(config.database_url)
+    store = ClaimStore(config.database_url, background_checkpoints=True)
     if store.count_claims() == 0:
         seeded = store.seed(_training_claims(client, version.run_id), origin="training")
         log.info("claim store %s seeded with %d training claims", config.database_url, seeded)

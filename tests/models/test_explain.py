@@ -31,6 +31,16 @@ def test_anomaly_contributions_reproduce_the_forest_score(explained, fitted_run)
     assert not values[:, unused].any()
 
 
+def test_a_batch_is_explained_exactly_as_each_claim_alone(explained):
+    # Batches take a different road (boosted models on a second thread, the forest in slices).
+    explainer, matrix, parts = explained
+    for i in (0, 31, 32, 150, 299):
+        alone = explainer.contributions(matrix[i:i + 1])
+        for name, (base, values) in parts.items():
+            np.testing.assert_array_equal(alone[name][1][0], values[i], err_msg=f"{name} claim {i}")
+            assert alone[name][0][0] == base[i]
+
+
 def test_every_feature_has_a_sentence():
     assert set(CLAIM_FEATURES) | set(HISTORY_FEATURES) <= set(SENTENCES)
 

@@ -1,5 +1,7 @@
 """The claim store: history for exactly-equal online features, claims kept once, decisions kept all."""
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -118,3 +120,22 @@ def test_one_claim_features_in_sql_and_plain_python_equal_the_frame_pipeline(sto
             np.testing.assert_array_equal(sql_history[name], frame_history[name][0], err_msg=f"{name} row {i}")
         np.testing.assert_array_equal(builder.transform_record(record, sql_history),
                                       builder.transform(one, history=store.history(one)), err_msg=f"row {i}")
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_the_service_folds_the_log_into_the_database_off_the_request_path(tmp_path, typed_claims, background):
+    """With background checkpoints no commit pays for a checkpoint, yet the log still reaches the file."""
+    path = tmp_path / "claims.db"
+    store = ClaimStore(f"sqlite:///{path}", background_checkpoints=background)
+    store.seed(typed_claims.head(10))
+    time.sleep(1.2)
+    size = path.stat().st_size
+    for i in range(40):
+        store.record(typed_claims.iloc[[100 + i]], [decision("STANDARD_REVIEW")], "1")
+    time.sleep(1.2)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == (0 if background else 1000)
+    # Pages reach the database file only through a checkpoint; SQLite's own threshold (1,000
+    # log frames) is not reached by these few commits, so only the background thread grows the file.
+    assert (path.stat().st_size > size) == background
+    assert store.count_claims() == 50
