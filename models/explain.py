@@ -104,33 +104,34 @@ class Explainer:
                 contributions: dict | None = None) -> list[dict[str, list[Reason]]]:
         """The `top` strongest contributions per model per claim, strongest first, with sentences."""
         contributions = contributions or self.contributions(matrix)
-        decoded = self._display_values(matrix)
         typical = self.bundle.typical_values
+        ranked = {}
+        for model, (_, values) in contributions.items():
+            signed = -values if model == "anomaly" else values
+            order = np.argsort(-np.abs(signed), axis=1, kind="stable")[:, :top]
+            ranked[model] = (order, np.take_along_axis(signed, order, axis=1))
+        shown_cache: dict[tuple[int, int], float | str | None] = {}
+
+        def shown(i: int, j: int):
+            key = (i, j)
+            if key not in shown_cache:
+                shown_cache[key] = self._display_value(j, matrix[i, j])
+            return shown_cache[key]
+
         result = []
         for i in range(len(matrix)):
             per_model = {}
-            for model, (_, values) in contributions.items():
-                signed = -values[i] if model == "anomaly" else values[i]
-                order = np.argsort(-np.abs(signed), kind="stable")[:top]
+            for model, (order, strongest) in ranked.items():
                 per_model[model] = [
-                    Reason(self.names[j], decoded[i][j], round(float(signed[j]), 6),
-                           reason_sentence(self.names[j], self.labels[j], decoded[i][j], typical.get(self.names[j])))
-                    for j in order if signed[j] != 0]
+                    Reason(self.names[j], shown(i, j), round(float(c), 6),
+                           reason_sentence(self.names[j], self.labels[j], shown(i, j), typical.get(self.names[j])))
+                    for j, c in zip(order[i].tolist(), strongest[i].tolist()) if c != 0]
             result.append(per_model)
         return result
 
-    def _display_values(self, matrix: np.ndarray) -> list[list[float | str | None]]:
-        """Feature values as an adjuster reads them: category names, numbers, None for missing."""
-        categories = self.bundle.builder.categories_
-        rows = []
-        for row in matrix:
-            shown = []
-            for name, v in zip(self.names, row):
-                if np.isnan(v):
-                    shown.append(None)
-                elif name in categories:
-                    shown.append(str(categories[name][int(v)]))
-                else:
-                    shown.append(round(float(v), 4))
-            rows.append(shown)
-        return rows
+    def _display_value(self, j: int, v: float) -> float | str | None:
+        """One feature value as an adjuster reads it: a category's name, a number, None for missing."""
+        if np.isnan(v):
+            return None
+        categories = self.bundle.builder.categories_.get(self.names[j])
+        return str(categories[int(v)]) if categories is not None else round(float(v), 4)

@@ -18,6 +18,7 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
+import pydantic_core
 import sqlalchemy as sa
 
 from features.history import COUNTED_ENTITIES, SECONDS_PER_DAY, SHARED_ENTITIES, WINDOWS_DAYS
@@ -189,7 +190,7 @@ class ClaimStore:
             "fraud_probability": resp["scores"]["fraud_probability"],
             "approval_probability": resp["scores"].get("approval_probability"),
             "anomaly_score": resp["scores"]["anomaly_score"],
-            "response": json.dumps(resp, default=str), "scored_at": now,
+            "response": pydantic_core.to_json(resp, inf_nan_mode="null").decode(), "scored_at": now,
         } for r, resp in zip(rows, responses)]
         with self.engine.begin() as conn:
             conn.execute(self.claims.delete().where(self.claims.c.claim_id.in_(ids)))
