@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -80,6 +81,7 @@ def main() -> None:
     parser.add_argument("--train-claims", type=int, default=200_000)
     parser.add_argument("--singles", type=int, default=300)
     parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary registry and claim store")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="claimtriage-bench-"))
     env = {**os.environ, "CLAIMTRIAGE_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
@@ -110,6 +112,8 @@ def main() -> None:
         for process in (ours, theirs):
             process.terminate()
             process.wait(timeout=30)
+        if not args.keep:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def report(args, ours: str, theirs: str) -> None:
