@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import threading
 import time
-import math
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from features.history import COUNTED_ENTITIES, SECONDS_PER_DAY, SHARED_ENTITIES, WINDOWS_DAYS
 from features.schema import CLAIM_FIELDS, ENTITY_FIELDS, FIELDS_BY_NAME, ClaimField
+from serving.review import OUTCOME_LABELS, Review, cases_table, outcomes_table
 
 _SQL_TYPES = {"string": sa.String(128), "date": sa.DateTime(), "datetime": sa.DateTime(), "number": sa.Float(),
               "integer": sa.Integer(), "boolean": sa.Boolean()}
@@ -76,6 +77,7 @@ class ClaimStore:
         self.metadata = sa.MetaData()
         self.claims = _claims_table(self.metadata)
         self.decisions = _decisions_table(self.metadata)
+        self.review = Review(cases_table(self.metadata), outcomes_table(self.metadata))
         self.metadata.create_all(self.engine)
         self._field_names = [f.name for f in CLAIM_FIELDS]
 
@@ -195,7 +197,91 @@ class ClaimStore:
         with self.engine.begin() as conn:
             conn.execute(self.claims.delete().where(self.claims.c.claim_id.in_(ids)))
             conn.execute(self.claims.insert(), rows)
-            conn.execute(self.decisions.insert(), decisions)
+            inserted = conn.execute(self.decisions.insert().returning(self.decisions.c.id, sort_by_parameter_order=True),
+                                    decisions)
+            for decision, decision_id, response in zip(decisions, inserted.scalars(), responses):
+                decision["id"] = decision_id
+                decision["response_body"] = response
+            self.review.open_or_follow(conn, [{**d, "response": d["response_body"]} for d in decisions])
+
+    # --- review workflow ---------------------------------------------------------------------
+
+    def queue(self, now: datetime | None = None, **filters) -> list[dict]:
+        """Cases awaiting a person, nearest deadline first (see `Review.queue` for the filters)."""
+        with self.engine.connect() as conn:
+            return self.review.queue(conn, now or _now(), **filters)
+
+    def case(self, claim_id: str, now: datetime | None = None) -> dict | None:
+        """A claim's case with everything a reviewer reads: the case, the newest decision's full
+        response, the claim as stored, its outcome if recorded, and the ring (other claims sharing
+        its payee account, phone, address or provider)."""
+        now = now or _now()
+        with self.engine.connect() as conn:
+            case = self.review.case(conn, claim_id, now)
+            claim = conn.execute(sa.select(self.claims).where(self.claims.c.claim_id == claim_id)).first()
+            if case is None and claim is None:
+                return None
+            d = self.decisions.c
+            latest = conn.execute(sa.select(self.decisions).where(d.claim_id == claim_id)
+                                  .order_by(d.id.desc()).limit(1)).first()
+            o = self.review.outcomes.c
+            outcome = conn.execute(sa.select(self.review.outcomes).where(o.claim_id == claim_id)
+                                   .order_by(o.id.desc()).limit(1)).first()
+            ring = self._ring(conn, claim) if claim is not None else []
+        return {"claim_id": claim_id, "case": case,
+                "claim": None if claim is None else _claim_dict(claim),
+                "decision": None if latest is None else json.loads(latest.response),
+                "model_version": None if latest is None else latest.model_version,
+                "outcome": None if outcome is None else dict(outcome._mapping),
+                "ring": ring}
+
+    def respond(self, claim_id: str, by: str) -> dict:
+        with self.engine.begin() as conn:
+            return self.review.respond(conn, claim_id, by, _now())
+
+    def record_outcome(self, claim_id: str, outcome: str, note: str | None, by: str) -> dict:
+        """Record an outcome (resolving the claim's case) atomically; errors are `ReviewError`s."""
+        with self.engine.begin() as conn:
+            known = conn.execute(sa.select(sa.func.count()).select_from(self.decisions)
+                                 .where(self.decisions.c.claim_id == claim_id)).scalar_one() > 0
+            return self.review.record_outcome(conn, claim_id, outcome, note, by, _now(), known)
+
+    def labelled_claims(self) -> pd.DataFrame:
+        """Every claim with a recorded outcome, as stored, with the training labels it implies
+        (`is_fraud`, `paid_as_filed`; empty where the outcome does not say) and the outcome."""
+        o = self.review.outcomes.c
+        newest = sa.select(o.claim_id, sa.func.max(o.id).label("id")).group_by(o.claim_id).subquery()
+        query = (sa.select(*[self.claims.c[n] for n in self._field_names], o.outcome, o.recorded_at)
+                 .join(newest, newest.c.claim_id == self.claims.c.claim_id)
+                 .join(self.review.outcomes, o.id == newest.c.id)
+                 .order_by(self.claims.c.report_date, self.claims.c.claim_id))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        frame = _typed(pd.DataFrame([tuple(r)[:len(self._field_names)] for r in rows], columns=self._field_names),
+                       CLAIM_FIELDS)
+        outcomes = [r.outcome for r in rows]
+        frame["is_fraud"] = pd.array([OUTCOME_LABELS[x][0] for x in outcomes], dtype="boolean")
+        frame["paid_as_filed"] = pd.array([OUTCOME_LABELS[x][1] for x in outcomes], dtype="boolean")
+        frame["outcome"] = pd.array(outcomes, dtype="str")
+        return frame
+
+    def _ring(self, conn: sa.Connection, claim, limit: int = 50) -> list[dict]:
+        c = self.claims.c
+        links = [(name, getattr(claim, name)) for name in ("payee_account", "claimant_phone", "claimant_address",
+                                                            "provider_id") if getattr(claim, name) is not None]
+        if not links:
+            return []
+        query = (sa.select(c.claim_id, c.claimant_id, c.report_date, c.claim_amount, c.loss_type, *[
+            c[name] == value for name, value in links])
+            .where(sa.or_(*[c[name] == value for name, value in links]), c.claim_id != claim.claim_id)
+            .order_by(c.report_date.desc()).limit(limit))
+        out = []
+        for row in conn.execute(query):
+            values = tuple(row)
+            out.append({"claim_id": values[0], "claimant_id": values[1], "report_date": values[2],
+                        "claim_amount": values[3], "loss_type": values[4],
+                        "shares": [name for (name, _), hit in zip(links, values[5:]) if hit]})
+        return out
 
     def decisions_for(self, claim_id: str) -> list[dict]:
         """Every decision given for a claim, oldest first."""
@@ -232,6 +318,13 @@ def _sqlite_pragmas(dbapi_connection, _record, autocheckpoint: bool = True) -> N
 
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _claim_dict(row) -> dict:
+    values = dict(row._mapping)
+    values.pop("origin", None), values.pop("stored_at", None)
+    extras = values.pop("extras", None)
+    return {k: v for k, v in values.items() if v is not None} | (json.loads(extras) if extras else {})
 
 
 def _as_datetime(value) -> datetime | None:

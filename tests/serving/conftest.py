@@ -43,7 +43,8 @@ def store_url(request, tmp_path, postgres_database):
     import sqlalchemy as sa
 
     engine = sa.create_engine(postgres_database)
-    with engine.begin() as conn:  # each test starts from empty tables
-        conn.execute(sa.text("DROP TABLE IF EXISTS claims, decisions"))
+    existing = sa.MetaData()
+    existing.reflect(engine)
+    existing.drop_all(engine)  # each test starts from an empty database
     engine.dispose()
     return postgres_database

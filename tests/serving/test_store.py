@@ -16,9 +16,11 @@ def store(store_url):
     return ClaimStore(store_url)
 
 
-def decision(label: str) -> dict:
-    return {"decision": label, "scores": {"fraud_probability": 0.1, "approval_probability": 0.8,
-                                          "anomaly_score": 0.3}}
+def decision(label: str, fraud: float = 0.1, respond_by: str = "2026-11-26T12:00:00.000Z",
+             resolve_by: str = "2026-11-28T12:00:00.000Z") -> dict:
+    return {"decision": label, "scores": {"fraud_probability": fraud, "approval_probability": 0.8,
+                                          "anomaly_score": 0.3},
+            "deadlines": None if label == "AUTO_APPROVE" else {"respond_by": respond_by, "resolve_by": resolve_by}}
 
 
 def test_features_from_store_history_equal_the_offline_pipeline(store, typed_claims):

@@ -1,0 +1,193 @@
+"""Review cases and outcomes: what adjusters work on, and what becomes the next training labels.
+
+Every decision that needs a person opens a case (respond within 24 h, resolve within 72 h of the
+first decision, as the decision's deadlines say). Re-scoring a claim whose case is still open
+moves the case to the newest decision and keeps its deadlines: the clock started at first notice.
+A case is closed only by a person recording the outcome. Outcomes can also come from the claims
+system for claims that never needed review (an auto-approved claim later found to be fraud).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from models.policy import AUTO_APPROVE
+
+OPEN, RESPONDED, RESOLVED = "open", "responded", "resolved"
+STATUSES = (OPEN, RESPONDED, RESOLVED)
+# Outcome -> (is_fraud, paid_as_filed); None where the outcome does not say.
+OUTCOME_LABELS: dict[str, tuple[bool, bool | None]] = {
+    "paid_as_filed": (False, True),
+    "paid_adjusted": (False, False),
+    "denied": (False, False),
+    "confirmed_fraud": (True, False),
+    "not_fraud": (False, None),
+}
+OUTCOME_TEXT = {
+    "paid_as_filed": "paid as filed",
+    "paid_adjusted": "paid, adjusted",
+    "denied": "denied",
+    "confirmed_fraud": "confirmed fraud",
+    "not_fraud": "not fraud",
+}
+MAX_NOTE = 4000
+
+
+class ReviewError(ValueError):
+    """A request the review workflow cannot honour; `status` is the HTTP status it maps to."""
+
+    def __init__(self, message: str, status: int = 409):
+        super().__init__(message)
+        self.status = status
+
+
+def cases_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "cases", metadata,
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("claim_id", sa.String(128), nullable=False, index=True),
+        sa.Column("decision_id", sa.Integer(), nullable=False),
+        sa.Column("decision", sa.String(32), nullable=False, index=True),
+        sa.Column("fraud_probability", sa.Float(), nullable=False),
+        sa.Column("anomaly_score", sa.Float(), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False, index=True),
+        sa.Column("assignee", sa.String(128), nullable=True),
+        sa.Column("opened_at", sa.DateTime(), nullable=False),
+        sa.Column("respond_by", sa.DateTime(), nullable=False),
+        sa.Column("resolve_by", sa.DateTime(), nullable=False),
+        sa.Column("responded_at", sa.DateTime(), nullable=True),
+        sa.Column("resolved_at", sa.DateTime(), nullable=True),
+    )
+
+
+def outcomes_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "outcomes", metadata,
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("claim_id", sa.String(128), nullable=False, index=True),
+        sa.Column("case_id", sa.Integer(), nullable=True),
+        sa.Column("outcome", sa.String(32), nullable=False),
+        sa.Column("note", sa.Text(), nullable=True),
+        sa.Column("recorded_by", sa.String(128), nullable=False),
+        sa.Column("recorded_at", sa.DateTime(), nullable=False),
+    )
+
+
+@dataclass
+class Review:
+    """The cases and outcomes tables of one claim store."""
+
+    cases: sa.Table
+    outcomes: sa.Table
+
+    def open_or_follow(self, conn: sa.Connection, decisions: list[dict]) -> None:
+        """In the decisions' own transaction: open a case for each decision needing a person, or
+        move the claim's open case to its newest decision. `decisions` carry their row ids."""
+        needing = [d for d in decisions if d["decision"] != AUTO_APPROVE]
+        if not needing:
+            return
+        c = self.cases.c
+        unresolved = {row.claim_id: row.id for row in conn.execute(
+            sa.select(c.id, c.claim_id).where(c.claim_id.in_([d["claim_id"] for d in needing]),
+                                              c.status != RESOLVED))}
+        fresh = []
+        for d in needing:
+            deadlines = d["response"].get("deadlines") or {}
+            values = {"decision_id": d["id"], "decision": d["decision"],
+                      "fraud_probability": d["fraud_probability"], "anomaly_score": d["anomaly_score"]}
+            if d["claim_id"] in unresolved:
+                conn.execute(self.cases.update().where(c.id == unresolved[d["claim_id"]]).values(**values))
+            else:
+                fresh.append({**values, "claim_id": d["claim_id"], "status": OPEN, "opened_at": d["scored_at"],
+                              "respond_by": _parse(deadlines["respond_by"]),
+                              "resolve_by": _parse(deadlines["resolve_by"])})
+                unresolved[d["claim_id"]] = -1  # twice in one batch: the second follows the first
+        if fresh:
+            conn.execute(self.cases.insert(), fresh)
+
+    def queue(self, conn: sa.Connection, now: datetime, decision: str | None = None,
+              status: str | None = None, overdue: bool = False, limit: int = 200, offset: int = 0) -> list[dict]:
+        """Cases awaiting a person (or of `status`), the nearest deadline first, then the riskiest."""
+        c = self.cases.c
+        next_deadline = sa.case((c.status == OPEN, c.respond_by), else_=c.resolve_by)
+        query = sa.select(self.cases, next_deadline.label("next_deadline"))
+        query = query.where(c.status == status) if status else query.where(c.status != RESOLVED)
+        if decision:
+            query = query.where(c.decision == decision)
+        if overdue:
+            query = query.where(c.status != RESOLVED, next_deadline < now)
+        query = query.order_by(next_deadline, c.fraud_probability.desc(), c.id).limit(limit).offset(offset)
+        return [_case_dict(row, now) for row in conn.execute(query)]
+
+    def case(self, conn: sa.Connection, claim_id: str, now: datetime) -> dict | None:
+        """The claim's newest case, or None."""
+        c = self.cases.c
+        next_deadline = sa.case((c.status == OPEN, c.respond_by), else_=c.resolve_by)
+        row = conn.execute(sa.select(self.cases, next_deadline.label("next_deadline"))
+                           .where(c.claim_id == claim_id).order_by(c.id.desc()).limit(1)).first()
+        return None if row is None else _case_dict(row, now)
+
+    def respond(self, conn: sa.Connection, claim_id: str, by: str, now: datetime) -> dict:
+        """An adjuster takes the case: first response given, assignee set."""
+        case = self._unresolved(conn, claim_id)
+        if case.status != OPEN:
+            raise ReviewError(f"the case of claim {claim_id} was already responded to at {case.responded_at:%Y-%m-%d %H:%M}")
+        conn.execute(self.cases.update().where(self.cases.c.id == case.id)
+                     .values(status=RESPONDED, responded_at=now, assignee=by))
+        return self.case(conn, claim_id, now)
+
+    def record_outcome(self, conn: sa.Connection, claim_id: str, outcome: str, note: str | None, by: str,
+                       now: datetime, known_claim: bool) -> dict:
+        """Record what the claim came to; resolves its open case. Returns the outcome row."""
+        if outcome not in OUTCOME_LABELS:
+            raise ReviewError(f"outcome must be one of {', '.join(OUTCOME_LABELS)}, not {outcome!r}", 422)
+        if note is not None and len(note) > MAX_NOTE:
+            raise ReviewError(f"note is longer than {MAX_NOTE} characters", 422)
+        if not known_claim:
+            raise ReviewError(f"no claim {claim_id!r} has been scored", 404)
+        c = self.cases.c
+        latest = conn.execute(sa.select(self.cases).where(c.claim_id == claim_id).order_by(c.id.desc()).limit(1)).first()
+        case_id = None
+        if latest is not None:
+            if latest.status == RESOLVED:
+                raise ReviewError(f"the case of claim {claim_id} was resolved at {latest.resolved_at:%Y-%m-%d %H:%M}; "
+                                  "an outcome is recorded once")
+            case_id = latest.id
+            conn.execute(self.cases.update().where(c.id == latest.id).values(
+                status=RESOLVED, resolved_at=now, responded_at=latest.responded_at or now,
+                assignee=latest.assignee or by))
+        else:
+            recorded = conn.execute(sa.select(sa.func.count()).select_from(self.outcomes)
+                                    .where(self.outcomes.c.claim_id == claim_id)).scalar_one()
+            if recorded:
+                raise ReviewError(f"an outcome for claim {claim_id} is already recorded; it is recorded once")
+        row = {"claim_id": claim_id, "case_id": case_id, "outcome": outcome, "note": note, "recorded_by": by,
+               "recorded_at": now}
+        row["id"] = conn.execute(self.outcomes.insert().values(**row).returning(self.outcomes.c.id)).scalar_one()
+        return row
+
+    def _unresolved(self, conn: sa.Connection, claim_id: str):
+        c = self.cases.c
+        case = conn.execute(sa.select(self.cases).where(c.claim_id == claim_id).order_by(c.id.desc()).limit(1)).first()
+        if case is None:
+            raise ReviewError(f"claim {claim_id!r} has no review case", 404)
+        if case.status == RESOLVED:
+            raise ReviewError(f"the case of claim {claim_id} is already resolved")
+        return case
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.rstrip("Z"))
+
+
+def _case_dict(row, now: datetime) -> dict:
+    out = dict(row._mapping)
+    deadline = out.pop("next_deadline")
+    deadline = deadline if isinstance(deadline, datetime) or deadline is None else datetime.fromisoformat(deadline)
+    out["next_deadline"] = deadline
+    out["overdue"] = out["status"] != RESOLVED and deadline is not None and deadline < now
+    out["seconds_left"] = None if out["status"] == RESOLVED else int((deadline - now).total_seconds())
+    return out
