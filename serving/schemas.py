@@ -102,3 +102,17 @@ class BatchResult(BaseModel):
         description="One entry per claim, in order: a decision, or the claim's field errors.")
     n_scored: int
     n_errors: int
+
+
+class Feedback(BaseModel):
+    """What a claim came to, from the claims system or an adjuster: it resolves the claim's case and
+    becomes its training label."""
+
+    claim_id: StrictStr = Field(max_length=128)
+    outcome: Literal["paid_as_filed", "paid_adjusted", "denied", "confirmed_fraud", "not_fraud"]
+    note: Optional[StrictStr] = Field(default=None, max_length=4000)
+    recorded_by: StrictStr = Field(default="claims-system", min_length=1, max_length=128)
+
+
+class Responder(BaseModel):
+    by: StrictStr = Field(min_length=1, max_length=128, description="Who takes the case.")

@@ -11,15 +11,26 @@ import logging
 import os
 
 import bentoml
-from fastapi import FastAPI
+from typing import Literal, Optional
+
+from fastapi import FastAPI, HTTPException, Query
 import pydantic_core
 from starlette.responses import JSONResponse, Response
 
-from serving.schemas import BatchResult, Claim, Decision
+from models.policy import OUTCOMES as OUTCOME_NAMES
+from serving.review import ReviewError
+from serving.schemas import BatchResult, Claim, Decision, Feedback, Responder
 
 log = logging.getLogger("claimtriage.serving")
 MODEL_URI_ENV = "CLAIMTRIAGE_MODEL_URI"
 info = FastAPI(title="model information")
+
+
+def _reviewed(action):
+    try:
+        return action()
+    except ReviewError as e:
+        raise HTTPException(e.status, str(e)) from None
 
 
 def _json(body: dict) -> Response:
@@ -63,6 +74,31 @@ class ClaimTriage:
     def model(self) -> dict:
         """GET /model: the served model's version, trained-at, run metrics, thresholds and features."""
         return self.model_info
+
+    @info.get("/cases")
+    def cases(self, decision: Optional[Literal[OUTCOME_NAMES]] = None,  # type: ignore[valid-type]
+              status: Optional[Literal["open", "responded", "resolved"]] = None, overdue: bool = False,
+              limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> list[dict]:
+        """The review queue: cases awaiting a person (or of `status`), nearest deadline first, then the riskiest."""
+        return self.scorer.store.queue(decision=decision, status=status, overdue=overdue, limit=limit, offset=offset)
+
+    @info.get("/cases/{claim_id}")
+    def case(self, claim_id: str) -> dict:
+        """One claim's case: the case, its newest decision in full, the claim, its outcome and its ring."""
+        found = self.scorer.store.case(claim_id)
+        if found is None:
+            raise HTTPException(404, f"no claim {claim_id!r} has been scored")
+        return found
+
+    @info.post("/cases/{claim_id}/respond")
+    def respond(self, claim_id: str, body: Responder) -> dict:
+        """An adjuster takes the case: the 24-hour first response is given."""
+        return _reviewed(lambda: self.scorer.store.respond(claim_id, body.by))
+
+    @info.post("/feedback", status_code=201)
+    def feedback(self, body: Feedback) -> dict:
+        """Record what a claim came to (resolving its case); it becomes the claim's training label."""
+        return _reviewed(lambda: self.scorer.store.record_outcome(body.claim_id, body.outcome, body.note, body.recorded_by))
 
 
 class JsonBodiesOnly:

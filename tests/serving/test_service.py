@@ -180,6 +180,31 @@ def test_bad_requests_get_a_4xx_with_a_message_never_a_server_error(service, nam
     assert len(reply.content) < 100_000  # a 10 MB value is never echoed back
 
 
+def test_review_queue_case_response_and_feedback_over_http(service):
+    claims = _as_json(service["new"].iloc[200:260], service["bundle"])
+    decided = post(service, "/score_batch", {"claims": claims, "explain": True}).json()["results"]
+    needing = [d["claim_id"] for d in decided if d["decision"] != AUTO_APPROVE]
+    assert needing, "some claims need a person"
+    queue = httpx.get(service["base"] + "/cases", params={"limit": 1000}, timeout=30).json()
+    assert set(needing) <= {c["claim_id"] for c in queue}
+    deadlines = [c["next_deadline"] for c in queue]
+    assert deadlines == sorted(deadlines)
+    claim_id = needing[0]
+    case = httpx.get(service["base"] + f"/cases/{claim_id}", timeout=30).json()
+    assert case["decision"]["claim_id"] == claim_id and case["case"]["status"] == "open"
+    assert case["decision"]["reasons"]["fraud"][0]["text"] and case["claim"]["claim_id"] == claim_id
+    taken = post(service, f"/cases/{claim_id}/respond", {"by": "adjuster.ann"})
+    assert taken.status_code == 200 and taken.json()["status"] == "responded"
+    done = post(service, "/feedback", {"claim_id": claim_id, "outcome": "denied", "note": "no cover"})
+    assert done.status_code == 201, done.text
+    again = post(service, "/feedback", {"claim_id": claim_id, "outcome": "denied"})
+    assert again.status_code == 409 and "resolved" in again.json()["detail"]
+    assert post(service, "/feedback", {"claim_id": "never-seen", "outcome": "denied"}).status_code == 404
+    assert post(service, "/feedback", {"claim_id": claim_id, "outcome": "maybe"}).status_code == 422
+    assert claim_id not in {c["claim_id"] for c in httpx.get(service["base"] + "/cases", timeout=30).json()}
+    assert httpx.get(service["base"] + "/cases/never-seen", timeout=30).status_code == 404
+
+
 def test_model_information_and_bentoml_endpoints(service):
     info = httpx.get(service["base"] + "/model", timeout=10).json()
     assert info["version"] == "1" and "test_fraud_roc_auc" in info["metrics"]
