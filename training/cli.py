@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("version")
     promote.add_argument("--force", action="store_true", help="promote even if worse (recorded as a tag)")
     promote.add_argument("--reason", default="", help="why, recorded with --force")
+    export = sub.add_parser("export-labels",
+                            help="write every claim with a recorded outcome, as stored, with its training labels")
+    export.add_argument("--out", required=True, help="output file, .parquet or .csv; train on it with --data")
     return parser
 
 
@@ -217,7 +220,25 @@ def _serve(args, config) -> int:
     return 0  # not reached: the server replaces this process
 
 
-COMMANDS = {"generate": _generate, "train": _train, "validate": _validate, "promote": _promote, "serve": _serve}
+def _export_labels(args, config) -> int:
+    """Outcomes adjusters and the claims system recorded, joined to the stored claims, as training data."""
+    from serving.store import ClaimStore
+    from training.generate import write_claims
+
+    frame = ClaimStore(config.database_url).labelled_claims()
+    if frame.empty:
+        print(f"no outcomes recorded yet in {config.database_url}; nothing written", file=sys.stderr)
+        return 1
+    write_claims(frame, args.out)
+    unknown = int(frame["paid_as_filed"].isna().sum())
+    print(f"wrote {len(frame):,} claims with outcomes to {args.out}: {int(frame['is_fraud'].sum()):,} confirmed fraud"
+          + (f"; {unknown:,} 'not fraud' outcomes say nothing of payment, so their paid_as_filed is empty and "
+             "training reports and skips them" if unknown else ""))
+    return 0
+
+
+COMMANDS = {"export-labels": _export_labels, "generate": _generate, "train": _train, "validate": _validate,
+            "promote": _promote, "serve": _serve}
 
 if __name__ == "__main__":
     sys.exit(main())
