@@ -37,7 +37,15 @@ $(DATA): | $(VENV)/.synced
 train: $(DATA) | $(VENV)/.synced
 	$(BIN)/claimtriage train --data $(DATA)
 
-test: $(VENV)/.synced
+# The review page is tested in a real browser: Debian's chromium (Playwright cannot fetch its own here).
+CHROMIUM := .tools/.chromium
+
+$(CHROMIUM): | $(UV)
+	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+		|| echo "warning: could not install Debian's chromium (needs root); the browser test will be skipped"
+	@touch $@
+
+test: $(VENV)/.synced $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 test-fast: $(VENV)/.synced

@@ -74,6 +74,12 @@ class Deadlines(BaseModel):
     resolve_by: str
 
 
+class ModelTotal(BaseModel):
+    base_value: float = Field(description="The model's expected raw output over the training claims.")
+    model_output: float = Field(description="This claim's raw output: base value plus every contribution "
+                                            "(log-odds for fraud and eligibility, mean path length for anomaly).")
+
+
 class Decision(BaseModel):
     claim_id: str
     model_version: str
@@ -81,6 +87,8 @@ class Decision(BaseModel):
     scores: Scores
     reasons: Optional[dict[str, list[Reason]]] = Field(
         default=None, description="Per model (eligibility, fraud, anomaly), the strongest contributions.")
+    contribution_totals: Optional[dict[str, ModelTotal]] = Field(
+        default=None, description="Per model, where its explanation starts and ends (for waterfall charts).")
     rule_hits: list[RuleHit]
     deadlines: Optional[Deadlines] = Field(description="For every outcome that needs a person; null when approved.")
     scored_at: str

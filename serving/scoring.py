@@ -112,7 +112,11 @@ class Scorer:
                    now: datetime) -> list[dict]:
         scores = self.bundle.scores_with_rules(matrix, rules)
         decisions = self.bundle.policy.decide(scores.fraud, scores.anomaly, scores.approval, scores.blocked)
-        reasons = self.explainer.reasons(matrix, TOP_REASONS) if explain else [None] * len(claim_ids)
+        reasons, totals = [None] * len(claim_ids), [None] * len(claim_ids)
+        if explain:
+            contributions = self.explainer.contributions(matrix)
+            reasons = self.explainer.reasons(matrix, TOP_REASONS, contributions)
+            totals = _totals(contributions)
         respond_by = _iso(now + timedelta(hours=self.deadlines.respond_hours))
         resolve_by = _iso(now + timedelta(hours=self.deadlines.resolve_hours))
         scored_at = _iso(now)
@@ -134,8 +138,19 @@ class Scorer:
             }
             response["reasons"] = None if reasons[i] is None else {
                 model: [r.as_dict() for r in rs] for model, rs in reasons[i].items()}
+            response["contribution_totals"] = totals[i]
             out.append(response)
         return out
+
+
+def _totals(contributions: dict) -> list[dict]:
+    """Per claim and model: where the explanation starts (the base value) and ends (the model's raw
+    output, base plus every contribution), so a reader can see what the top reasons leave out."""
+    per_model = {model: (base.tolist(), (base + values.sum(axis=1)).tolist())
+                 for model, (base, values) in contributions.items()}
+    n = len(next(iter(per_model.values()))[0])
+    return [{model: {"base_value": round(b[i], 6), "model_output": round(o[i], 6)}
+             for model, (b, o) in per_model.items()} for i in range(n)]
 
 
 def _iso(moment: datetime) -> str:

@@ -7,23 +7,32 @@ CLAIMTRIAGE_DATABASE_URL (default a SQLite file claims.db in the working directo
 
 from __future__ import annotations
 
+import html
 import logging
 import os
+from datetime import datetime, timezone
+from urllib.parse import quote
 
 import bentoml
 from typing import Literal, Optional
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, Form, HTTPException, Query
+from fastapi.responses import HTMLResponse, RedirectResponse
 import pydantic_core
 from starlette.responses import JSONResponse, Response
 
 from models.policy import OUTCOMES as OUTCOME_NAMES
+from serving import pages
 from serving.review import ReviewError
 from serving.schemas import BatchResult, Claim, Decision, Feedback, Responder
 
 log = logging.getLogger("claimtriage.serving")
 MODEL_URI_ENV = "CLAIMTRIAGE_MODEL_URI"
 info = FastAPI(title="model information")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _reviewed(action):
@@ -94,6 +103,41 @@ class ClaimTriage:
     def respond(self, claim_id: str, body: Responder) -> dict:
         """An adjuster takes the case: the 24-hour first response is given."""
         return _reviewed(lambda: self.scorer.store.respond(claim_id, body.by))
+
+    @info.get("/review", response_class=HTMLResponse, include_in_schema=False)
+    def review_queue(self, decision: Optional[str] = None, overdue: bool = False, recorded: Optional[str] = None):
+        """The adjusters' queue page."""
+        now = _now()
+        decision = decision if decision in OUTCOME_NAMES else None
+        cases = self.scorer.store.queue(now=now, decision=decision, overdue=overdue, limit=500)
+        message = f"Outcome recorded for claim {recorded}; it has left the queue." if recorded else None
+        return pages.queue_page(cases, now, decision, overdue, message)
+
+    @info.get("/review/{claim_id}", response_class=HTMLResponse, include_in_schema=False)
+    def review_case(self, claim_id: str):
+        """One case, explained."""
+        detail = self.scorer.store.case(claim_id)
+        if detail is None:
+            return HTMLResponse(pages.queue_page([], _now(), message=None).replace(
+                "No claims are waiting.", f"No claim {html.escape(claim_id)} has been scored."), status_code=404)
+        return pages.case_page(detail, _now())
+
+    @info.post("/review/{claim_id}/outcome", include_in_schema=False)
+    def review_outcome(self, claim_id: str, outcome: str = Form(""), recorded_by: str = Form(""),
+                       note: str = Form("")):
+        """The page's form: record the outcome, then back to the queue."""
+        if not recorded_by.strip():
+            error = "Name the adjuster recording the outcome."
+        else:
+            try:
+                self.scorer.store.record_outcome(claim_id, outcome, note.strip() or None, recorded_by.strip()[:128])
+                return RedirectResponse(f"/review?recorded={quote(claim_id)}", status_code=303)
+            except ReviewError as e:
+                error = str(e)
+        detail = self.scorer.store.case(claim_id)
+        if detail is None:
+            return HTMLResponse(f"No claim {html.escape(claim_id)} has been scored.", status_code=404)
+        return HTMLResponse(pages.case_page(detail, _now(), error=error), status_code=422)
 
     @info.post("/feedback", status_code=201)
     def feedback(self, body: Feedback) -> dict:

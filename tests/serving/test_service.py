@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 from models.config import load_config
 from models.policy import AUTO_APPROVE, OUTCOMES
 from models.pyfunc import load_bundle, wire_format
+from serving import pages
 from serving.store import ClaimStore
 from training.generate import generate_claims
 from training.train import run_training
@@ -232,3 +234,42 @@ def test_bentoml_build_succeeds(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert list((tmp_path / "bentos" / "claim-triage").iterdir())
+
+
+def test_an_adjuster_works_a_case_in_a_real_browser(service):
+    """Open the queue, open a case, read why, record the outcome, see the case leave the queue."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed: `make test` installs it")
+    claims = _as_json(service["new"].iloc[300:340], service["bundle"])
+    results = post(service, "/score_batch", {"claims": claims}).json()["results"]
+    assert any(r["decision"] != AUTO_APPROVE for r in results)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(service["base"] + "/review")
+        rows = page.locator("#queue tbody tr")
+        assert rows.count() >= 1
+        claim_id = rows.first.get_attribute("data-claim")
+        rows.first.locator("a").click()
+        page.wait_for_url(f"**/review/{claim_id}")
+        assert page.locator("h1").inner_text() == f"Claim {claim_id}"
+        assert page.locator("#decision").inner_text() in pages.DECISION_TEXT.values()
+        fraud_reasons = page.locator("[data-model=fraud] ul.reasons li").all_inner_texts()
+        assert fraud_reasons and all(len(text) > 10 for text in fraud_reasons)
+        assert page.locator("svg.waterfall[data-model=fraud] rect").count() >= 1
+        assert page.locator("#fields").inner_text().count("claim amount") == 1
+        page.select_option("select[name=outcome]", "confirmed_fraud")
+        page.fill("input[name=recorded_by]", "adjuster.ann")
+        page.fill("textarea[name=note]", "same payee as two earlier claims")
+        page.click("button[type=submit]")
+        page.wait_for_url("**/review?recorded=*")
+        assert f"Outcome recorded for claim {claim_id}" in page.locator(".flash").inner_text()
+        assert page.locator(f"#queue tbody tr[data-claim='{claim_id}']").count() == 0
+        page.goto(service["base"] + f"/review/{claim_id}")
+        assert "confirmed fraud" in page.locator("#outcome").inner_text()
+        browser.close()
+    store = ClaimStore(service["store_url"])
+    labels = store.labelled_claims().set_index("claim_id")
+    assert bool(labels.loc[claim_id, "is_fraud"]) is True
