@@ -203,9 +203,11 @@ def table_rows(source: sa.Table | sa.Select, ref: str = "id", chunk: int = 5_000
     query = source if isinstance(source, sa.Select) else sa.select(source)
 
     def rows(conn: sa.Connection):
-        for row in conn.execute(query.execution_options(yield_per=chunk)):
-            content = dict(row._mapping)
-            yield str(content[ref]), content
+        result = conn.execute(query.execution_options(yield_per=chunk))
+        keys = [str.__str__(k) for k in result.keys()]  # plain text, not SQLAlchemy's quoted names
+        at = keys.index(ref)
+        for row in result:
+            yield str(row[at]), dict(zip(keys, row))
 
     return rows
 
@@ -346,7 +348,6 @@ class Ledger:
                 break
             for r in chunk:
                 s = r.seq
-                where = f"entry {s} ({r.kind} {r.ref}, claim {r.claim_id})"
                 # the link to the entry before
                 if s != expected:
                     gap = f"entry {expected} is" if s - 1 == expected else f"entries {expected}..{s - 1} are"
@@ -360,7 +361,7 @@ class Ledger:
                         problems.add((s - 1, 1), f"entry {s - 1} was inserted: entry {s} is chained to "
                                                  f"entry {s - 2}")
                     elif s == 1:
-                        problems.add((s, 0), f"{where}: the first entry does not start the chain "
+                        problems.add((s, 0), f"{_where(r)}: the first entry does not start the chain "
                                              f"(entries before it were removed, or it was rewritten)")
                     else:
                         problems.add((s, 0), f"the chain breaks between entries {s - 1} and {s}: entry {s} "
@@ -372,7 +373,7 @@ class Ledger:
                 if _entry_hash(fields) != r.hash:
                     shift = next((d for d in (1, -1, 2, -2) if _entry_hash(fields | {"seq": s + d}) == r.hash), None)
                     if shift is None:
-                        problems.add((s, 2), f"{where}: the ledger entry was altered (its hash does not "
+                        problems.add((s, 2), f"{_where(r)}: the ledger entry was altered (its hash does not "
                                              f"match its fields)")
                         walk.broken.add(s)
                     elif renumbered and renumbered[1] == s - 1 and renumbered[2] == shift:
@@ -407,8 +408,7 @@ class Ledger:
                      problems: _Problems) -> int:
         t = self.table
         query = (sa.select(t.c.seq, t.c.ref, t.c.claim_id, t.c.content_digest)
-                 .where(t.c.kind == kind, t.c.ref.in_(sa.bindparam("refs", expanding=True)),
-                        t.c.seq <= walk.last_seq))
+                 .where(t.c.kind == kind, _among(conn, t.c.ref, "refs"), t.c.seq <= walk.last_seq))
         n = 0
         batch: list[tuple[str, str, Any]] = []
 
@@ -507,6 +507,20 @@ class _Walk:
     def note(self, seq: int, code: int, kind: str) -> None:
         self.kinds[seq] = code
         self.per_kind[kind] = self.per_kind.get(kind, 0) + 1
+
+
+def _among(conn: sa.Connection, column, name: str):
+    """column IN a list given at execution: one array parameter on PostgreSQL (planned and sent far
+    faster than thousands of parameters), an expanded list elsewhere."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == sa.any_(sa.bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(sa.bindparam(name, expanding=True))
+
+
+def _where(r) -> str:
+    return f"entry {r.seq} ({r.kind} {r.ref}, claim {r.claim_id})"
 
 
 def _renumbered(run: list[int]) -> tuple[tuple, str]:

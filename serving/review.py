@@ -166,8 +166,7 @@ class Review:
                 raise ReviewError(f"an outcome for claim {claim_id} is already recorded; it is recorded once")
         row = {"claim_id": claim_id, "case_id": case_id, "outcome": outcome, "note": note, "recorded_by": by,
                "recorded_at": now}
-        row["id"] = conn.execute(self.outcomes.insert().values(**row).returning(self.outcomes.c.id)).scalar_one()
-        return row
+        return dict(conn.execute(self.outcomes.insert().values(**row).returning(*self.outcomes.c)).one()._mapping)
 
     def _unresolved(self, conn: sa.Connection, claim_id: str):
         c = self.cases.c

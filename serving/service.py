@@ -87,7 +87,7 @@ class ClaimTriage:
     @info.get("/cases")
     def cases(self, decision: Optional[Literal[OUTCOME_NAMES]] = None,  # type: ignore[valid-type]
               status: Optional[Literal["open", "responded", "resolved"]] = None, overdue: bool = False,
-              limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> list[dict]:
+              limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=10_000_000)) -> list[dict]:
         """The review queue: cases awaiting a person (or of `status`), nearest deadline first, then the riskiest."""
         return self.scorer.store.queue(decision=decision, status=status, overdue=overdue, limit=limit, offset=offset)
 

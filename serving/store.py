@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from features.history import COUNTED_ENTITIES, SECONDS_PER_DAY, SHARED_ENTITIES, WINDOWS_DAYS
 from features.schema import CLAIM_FIELDS, ENTITY_FIELDS, FIELDS_BY_NAME, ClaimField
+from serving.ledger import Ledger, LedgerEntry, LedgerReport, table_rows
 from serving.review import OUTCOME_LABELS, Review, cases_table, outcomes_table
 
 _SQL_TYPES = {"string": sa.String(128), "date": sa.DateTime(), "datetime": sa.DateTime(), "number": sa.Float(),
@@ -78,6 +79,7 @@ class ClaimStore:
         self.claims = _claims_table(self.metadata)
         self.decisions = _decisions_table(self.metadata)
         self.review = Review(cases_table(self.metadata), outcomes_table(self.metadata))
+        self.ledger = Ledger(self.metadata)
         self.metadata.create_all(self.engine)
         self._field_names = [f.name for f in CLAIM_FIELDS]
 
@@ -197,12 +199,12 @@ class ClaimStore:
         with self.engine.begin() as conn:
             conn.execute(self.claims.delete().where(self.claims.c.claim_id.in_(ids)))
             conn.execute(self.claims.insert(), rows)
-            inserted = conn.execute(self.decisions.insert().returning(self.decisions.c.id, sort_by_parameter_order=True),
-                                    decisions)
-            for decision, decision_id, response in zip(decisions, inserted.scalars(), responses):
-                decision["id"] = decision_id
-                decision["response_body"] = response
-            self.review.open_or_follow(conn, [{**d, "response": d["response_body"]} for d in decisions])
+            stored = conn.execute(self.decisions.insert().returning(*self.decisions.c, sort_by_parameter_order=True),
+                                  decisions).all()
+            self.review.open_or_follow(conn, [{**row._mapping, "response": response}
+                                              for row, response in zip(stored, responses)])
+            # Last, as the ledger serialises writers until the commit: what was stored, hash-chained.
+            self.ledger.append(conn, [LedgerEntry.of("decision", row._mapping) for row in stored])
 
     # --- review workflow ---------------------------------------------------------------------
 
@@ -244,7 +246,19 @@ class ClaimStore:
         with self.engine.begin() as conn:
             known = conn.execute(sa.select(sa.func.count()).select_from(self.decisions)
                                  .where(self.decisions.c.claim_id == claim_id)).scalar_one() > 0
-            return self.review.record_outcome(conn, claim_id, outcome, note, by, _now(), known)
+            row = self.review.record_outcome(conn, claim_id, outcome, note, by, _now(), known)
+            self.ledger.append(conn, [LedgerEntry.of("outcome", row)])
+            return row
+
+    def verify_ledger(self, anchors: Iterable[tuple[int, str]] = ()) -> LedgerReport:
+        """Walk the decision ledger and check every decision and outcome against it."""
+        with self.engine.connect() as conn:
+            return self.ledger.verify(conn, {"decision": table_rows(self.decisions),
+                                             "outcome": table_rows(self.review.outcomes)}, anchors=anchors)
+
+    def ledger_head(self) -> tuple[int, str] | None:
+        with self.engine.connect() as conn:
+            return self.ledger.head(conn)
 
     def labelled_claims(self) -> pd.DataFrame:
         """Every claim with a recorded outcome, as stored, with the training labels it implies

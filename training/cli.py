@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export-labels",
                             help="write every claim with a recorded outcome, as stored, with its training labels")
     export.add_argument("--out", required=True, help="output file, .parquet or .csv; train on it with --data")
+    ledger = sub.add_parser("ledger", help="the tamper-evident decision ledger")
+    ledger_sub = ledger.add_subparsers(dest="action", required=True)
+    verify = ledger_sub.add_parser("verify", help="walk the hash chain and check every decision and outcome against it")
+    verify.add_argument("--anchor", action="append", default=[], metavar="SEQ:HASH",
+                        help="a (seq, hash) kept outside the database, from `ledger head`; repeatable")
+    ledger_sub.add_parser("head", help="print the last entry's SEQ:HASH, to keep outside the database")
     return parser
 
 
@@ -237,7 +243,26 @@ def _export_labels(args, config) -> int:
     return 0
 
 
-COMMANDS = {"export-labels": _export_labels, "generate": _generate, "train": _train, "validate": _validate,
+def _ledger(args, config) -> int:
+    from serving.store import ClaimStore
+
+    store = ClaimStore(config.database_url)
+    if args.action == "head":
+        head = store.ledger_head()
+        print("the ledger is empty" if head is None else f"{head[0]}:{head[1]}")
+        return 0
+    anchors = []
+    for text in args.anchor:
+        seq, _, digest = text.partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            raise ValueError(f"--anchor {text!r}: expected SEQ:HASH as printed by `claimtriage ledger head`")
+        anchors.append((int(seq), digest))
+    report = store.verify_ledger(anchors)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+COMMANDS = {"export-labels": _export_labels, "ledger": _ledger, "generate": _generate, "train": _train, "validate": _validate,
             "promote": _promote, "serve": _serve}
 
 if __name__ == "__main__":

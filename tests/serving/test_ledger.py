@@ -5,12 +5,15 @@ hashes survive the round trip through SQLite and PostgreSQL."""
 import json
 import math
 import threading
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
 from serving.ledger import GENESIS, Ledger, LedgerEntry, canonical_json, digest, table_rows
+from serving.review import outcomes_table
 from serving.store import _decisions_table
 
 BASE = datetime(2024, 2, 29, 23, 59, 58, 123456)
@@ -23,15 +26,7 @@ class Db:
             sa.event.listen(self.engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA journal_mode=WAL"))
         self.metadata = sa.MetaData()
         self.decisions = _decisions_table(self.metadata)
-        self.outcomes = sa.Table(
-            "outcomes", self.metadata,
-            sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
-            sa.Column("claim_id", sa.String(128), nullable=False, index=True),
-            sa.Column("outcome", sa.String(32), nullable=False),
-            sa.Column("note", sa.Text(), nullable=True),
-            sa.Column("recorded_by", sa.String(64), nullable=False),
-            sa.Column("recorded_at", sa.DateTime(), nullable=False),
-        )
+        self.outcomes = outcomes_table(self.metadata)
         self.ledger = Ledger(self.metadata)
         self.covered = {"decision": table_rows(self.decisions), "outcome": table_rows(self.outcomes)}
         self.metadata.drop_all(self.engine)  # PostgreSQL: one database for the session
@@ -76,7 +71,8 @@ def decision(i: int) -> dict:
 
 
 def outcome(i: int) -> dict:
-    return {"claim_id": f"C-{i % 37}", "outcome": ("PAID", "DENIED")[i % 2], "note": None if i % 3 else f"note {i}",
+    return {"claim_id": f"C-{i % 37}", "case_id": None if i % 4 else i, "outcome": ("paid_as_filed", "denied")[i % 2],
+            "note": None if i % 3 else f"note {i}",
             "recorded_by": "adjuster-7", "recorded_at": BASE + timedelta(days=1, microseconds=i)}
 
 
@@ -107,6 +103,9 @@ def test_a_clean_ledger_verifies(filled):
         rows = conn.execute(sa.select(t).order_by(t.c.seq)).all()
     assert [r.seq for r in rows] == list(range(1, 301)) and rows[0].prev_hash == GENESIS
     assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:]))
+    with filled.engine.connect() as conn:  # a kind left out is chained, not cross-checked, and said so
+        partial = filled.ledger.verify(conn, {"decision": filled.covered["decision"]})
+    assert partial.ok and partial.unchecked == {"outcome": 90} and "not cross-checked" in partial.summary()
 
 
 def test_an_empty_ledger_verifies(db):
@@ -153,7 +152,7 @@ TAMPERING = {
         lambda db: db.execute(db.decisions.insert().values(decision(500) | {"id": 5000})),
         lambda db: f"decision 5000 (claim C-{500 % 37}) has no ledger entry", 1),
     "outcome updated": (
-        lambda db: db.execute("UPDATE outcomes SET outcome = 'PAID' WHERE id = 11"),
+        lambda db: db.execute("UPDATE outcomes SET outcome = 'confirmed_fraud' WHERE id = 11"),
         lambda db: f"entry {db.entry_of('outcome', 11)} (outcome 11, claim {db.claim_of(db.outcomes, 11)}): "
                    f"the outcome was altered after it was recorded", 1),
 }
@@ -237,6 +236,9 @@ def test_canonical_json_is_one_text_for_equal_content():
     assert canonical_json(datetime(2024, 1, 1)) == '"2024-01-01T00:00:00.000000"'
     assert canonical_json({"x": 1}) == canonical_json({"x": 1.0}) != canonical_json({"x": 1.5})
     assert canonical_json([math.nan, math.inf, -math.inf]) == '[null,"Infinity","-Infinity"]'
+    aware = datetime(2024, 3, 1, 0, 59, 58, 123456, tzinfo=timezone(timedelta(hours=1)))
+    assert canonical_json([np.float64(0.1), np.int64(3), Decimal("12.50"), aware]) == \
+        canonical_json([0.1, 3, 12.5, BASE])
     with pytest.raises(TypeError):
         canonical_json({"x": b"bytes"})
 
