@@ -96,6 +96,10 @@ def main() -> None:
 
     print(f"training on {args.train_claims:,} synthetic claims in {home} ...", flush=True)
     run_training(generate_claims(args.train_claims, seed=0), load_config(), source="benchmark")
+    from serving.store import ClaimStore
+
+    store = ClaimStore(load_config().database_url)
+    key = store.access.create_key(store.engine, "benchmark")
     ours_port, theirs_port = free_port(), free_port()
     bin_dir = Path(sys.executable).parent
     ours = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:ClaimTriage", "--host",
@@ -107,7 +111,7 @@ def main() -> None:
     try:
         wait_ready(f"http://127.0.0.1:{ours_port}/readyz", ours)
         wait_ready(f"http://127.0.0.1:{theirs_port}/ping", theirs)
-        report(args, f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{theirs_port}")
+        report(args, f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{theirs_port}", key)
     finally:
         for process in (ours, theirs):
             process.terminate()
@@ -116,11 +120,12 @@ def main() -> None:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def report(args, ours: str, theirs: str) -> None:
+def report(args, ours: str, theirs: str, key: str) -> None:
     singles = claims_as_json(args.singles + 20, seed=101)
     batch_claims = claims_as_json(BATCH * args.batches * 3, seed=202)
     chunks = [batch_claims[i:i + BATCH] for i in range(0, len(batch_claims), BATCH)]
-    with httpx.Client(timeout=120) as client:
+    # Our service requires an API key (mlflow's has no authentication; the header costs it nothing).
+    with httpx.Client(timeout=120, headers={"Authorization": f"Bearer {key}"}) as client:
         for warm in singles[:20]:  # first requests load code paths and caches
             client.post(f"{ours}/score", json=warm)
             client.post(f"{theirs}/invocations", json={"dataframe_records": [warm]})

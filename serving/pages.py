@@ -36,10 +36,21 @@ nav a{margin-right:12px}
 """
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, body: str, user: str | None = None) -> str:
+    who = (f"<form method=post action='/logout' style='float:right;margin:0'>{escape(user)} "
+           "<button type=submit>Log out</button></form>") if user else ""
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
             f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{_STYLE}</style></head>"
-            f"<body><header><a href='/review'>Claim review</a></header><main>{body}</main></body></html>")
+            f"<body><header>{who}<a href='/review'>Claim review</a></header><main>{body}</main></body></html>")
+
+
+def login_page(next_path: str, failed: bool = False) -> str:
+    error = "<p class=error role=alert>Wrong username or password.</p>" if failed else ""
+    return _page("Log in", f"<h1>Adjusters' login</h1>{error}<form class=card method=post action='/login'>"
+                           f"<input type=hidden name=next value='{escape(next_path)}'>"
+                           "<p><label>Username <input name=username required maxlength=128 autocomplete=username>"
+                           "</label></p><p><label>Password <input name=password type=password required "
+                           "autocomplete=current-password></label></p><p><button type=submit>Log in</button></p></form>")
 
 
 def _left(seconds: int | None) -> str:
@@ -60,7 +71,7 @@ def _when(moment) -> str:
 
 
 def queue_page(cases: list[dict], now: datetime, decision: str | None = None, overdue: bool = False,
-               message: str | None = None) -> str:
+               message: str | None = None, user: str | None = None) -> str:
     links = ["<a href='/review'>all open</a>", "<a href='/review?overdue=true'>overdue</a>"]
     links += [f"<a href='/review?decision={d}'>{escape(DECISION_TEXT[d])}</a>"
               for d in ("SIU_REFERRAL", "ENHANCED_REVIEW", "STANDARD_REVIEW")]
@@ -84,7 +95,7 @@ def queue_page(cases: list[dict], now: datetime, decision: str | None = None, ov
     flash = f"<p class=flash role=status>{escape(message)}</p>" if message else ""
     return _page("Review queue", f"{flash}<h1>{escape(title)}</h1><nav>{' '.join(links)}</nav>"
                                  f"<p class=muted>{len(cases)} case(s), nearest deadline first, then the riskiest. "
-                                 f"Now: {_when(now)}.</p>{table}")
+                                 f"Now: {_when(now)}.</p>{table}", user)
 
 
 def waterfall_svg(model: str, reasons: list[dict], total: dict | None, width: int = 600) -> str:
@@ -129,7 +140,7 @@ def waterfall_svg(model: str, reasons: list[dict], total: dict | None, width: in
     return "".join(parts)
 
 
-def case_page(detail: dict, now: datetime, error: str | None = None) -> str:
+def case_page(detail: dict, now: datetime, error: str | None = None, user: str | None = None) -> str:
     claim_id = detail["claim_id"]
     decision, case, claim = detail.get("decision") or {}, detail.get("case"), detail.get("claim") or {}
     scores = decision.get("scores") or {}
@@ -175,9 +186,8 @@ def case_page(detail: dict, now: datetime, error: str | None = None) -> str:
         parts.append("<form class=card method=post action='/review/" + escape(claim_id) + "/outcome'>"
                      "<h2>Record the outcome</h2><p><label>Outcome <select name=outcome required>"
                      f"<option value=''>choose…</option>{options}</select></label></p>"
-                     "<p><label>Adjuster <input name=recorded_by required maxlength=128></label></p>"
                      "<p><label>Note<br><textarea name=note rows=3 cols=60 maxlength=4000></textarea></label></p>"
-                     "<p><button type=submit>Record outcome</button></p></form>")
+                     "<p><button type=submit id=record-outcome>Record outcome</button></p></form>")
     fields = "".join(f"<tr><th>{escape(k.replace('_', ' '))}</th><td>{escape(_when(v) if isinstance(v, datetime) else str(v))}</td></tr>"
                      for k, v in claim.items())
     ring_rows = "".join(
@@ -190,4 +200,4 @@ def case_page(detail: dict, now: datetime, error: str | None = None) -> str:
         "<p class=muted>No other claim shares its payee account, phone, address or provider.</p>"
     parts.append(f"<div class=grid><div class=card><h2>The claim</h2><table id=fields>{fields}</table></div>"
                  f"<div class=card><h2>Linked claims (the ring view)</h2>{ring}</div></div>")
-    return _page(f"Claim {claim_id}", "".join(parts))
+    return _page(f"Claim {claim_id}", "".join(parts), user)

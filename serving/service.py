@@ -16,13 +16,14 @@ from urllib.parse import quote
 import bentoml
 from typing import Literal, Optional
 
-from fastapi import FastAPI, Form, HTTPException, Query
+from fastapi import FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 import pydantic_core
 from starlette.responses import JSONResponse, Response
 
 from models.policy import OUTCOMES as OUTCOME_NAMES
 from serving import pages
+from serving.access import SESSION_HOURS
 from serving.review import ReviewError
 from serving.schemas import BatchResult, Claim, Decision, Feedback, Responder
 
@@ -104,45 +105,127 @@ class ClaimTriage:
         """An adjuster takes the case: the 24-hour first response is given."""
         return _reviewed(lambda: self.scorer.store.respond(claim_id, body.by))
 
+    @info.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_page(self, next: str = "/review"):  # noqa: A002 - the query parameter's name
+        return pages.login_page(_safe_next(next))
+
+    @info.post("/login", include_in_schema=False)
+    def login(self, username: str = Form(""), password: str = Form(""), next: str = Form("/review")):  # noqa: A002
+        """An adjuster logs in; a wrong username or password gets 401 and no hint which."""
+        store = self.scorer.store
+        token = store.access.login(store.engine, username[:128], password[:256])
+        if token is None:
+            return HTMLResponse(pages.login_page(_safe_next(next), failed=True), status_code=401)
+        reply = RedirectResponse(_safe_next(next), status_code=303)
+        reply.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", max_age=SESSION_HOURS * 3600)
+        return reply
+
+    @info.post("/logout", include_in_schema=False)
+    def logout(self, request: Request):
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            self.scorer.store.access.logout(self.scorer.store.engine, token)
+        reply = RedirectResponse("/login", status_code=303)
+        reply.delete_cookie(SESSION_COOKIE)
+        return reply
+
     @info.get("/review", response_class=HTMLResponse, include_in_schema=False)
-    def review_queue(self, decision: Optional[str] = None, overdue: bool = False, recorded: Optional[str] = None):
+    def review_queue(self, request: Request, decision: Optional[str] = None, overdue: bool = False,
+                     recorded: Optional[str] = None):
         """The adjusters' queue page."""
         now = _now()
         decision = decision if decision in OUTCOME_NAMES else None
         cases = self.scorer.store.queue(now=now, decision=decision, overdue=overdue, limit=500)
         message = f"Outcome recorded for claim {recorded}; it has left the queue." if recorded else None
-        return pages.queue_page(cases, now, decision, overdue, message)
+        return pages.queue_page(cases, now, decision, overdue, message, user=request.state.adjuster)
 
     @info.get("/review/{claim_id}", response_class=HTMLResponse, include_in_schema=False)
-    def review_case(self, claim_id: str):
+    def review_case(self, request: Request, claim_id: str):
         """One case, explained."""
         detail = self.scorer.store.case(claim_id)
         if detail is None:
-            return HTMLResponse(pages.queue_page([], _now(), message=None).replace(
+            return HTMLResponse(pages.queue_page([], _now(), user=request.state.adjuster).replace(
                 "No claims are waiting.", f"No claim {html.escape(claim_id)} has been scored."), status_code=404)
-        return pages.case_page(detail, _now())
+        return pages.case_page(detail, _now(), user=request.state.adjuster)
 
     @info.post("/review/{claim_id}/outcome", include_in_schema=False)
-    def review_outcome(self, claim_id: str, outcome: str = Form(""), recorded_by: str = Form(""),
-                       note: str = Form("")):
-        """The page's form: record the outcome, then back to the queue."""
-        if not recorded_by.strip():
-            error = "Name the adjuster recording the outcome."
-        else:
-            try:
-                self.scorer.store.record_outcome(claim_id, outcome, note.strip() or None, recorded_by.strip()[:128])
-                return RedirectResponse(f"/review?recorded={quote(claim_id)}", status_code=303)
-            except ReviewError as e:
-                error = str(e)
+    def review_outcome(self, request: Request, claim_id: str, outcome: str = Form(""), note: str = Form("")):
+        """The page's form: record the outcome as the logged-in adjuster, then back to the queue."""
+        try:
+            self.scorer.store.record_outcome(claim_id, outcome, note.strip() or None, request.state.adjuster)
+            return RedirectResponse(f"/review?recorded={quote(claim_id)}", status_code=303)
+        except ReviewError as e:
+            error = str(e)
         detail = self.scorer.store.case(claim_id)
         if detail is None:
             return HTMLResponse(f"No claim {html.escape(claim_id)} has been scored.", status_code=404)
-        return HTMLResponse(pages.case_page(detail, _now(), error=error), status_code=422)
+        return HTMLResponse(pages.case_page(detail, _now(), error=error, user=request.state.adjuster), status_code=422)
 
     @info.post("/feedback", status_code=201)
     def feedback(self, body: Feedback) -> dict:
         """Record what a claim came to (resolving its case); it becomes the claim's training label."""
         return _reviewed(lambda: self.scorer.store.record_outcome(body.claim_id, body.outcome, body.note, body.recorded_by))
+
+
+SESSION_COOKIE = "claimtriage_session"
+# Open to anyone: the orchestrator's probes, Prometheus, the API's own documentation, the login.
+OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics", "/docs", "/docs.json", "/", "/login",
+                        "/logout"})
+_UNAUTHORISED = JSONResponse({"error": "missing or invalid credentials"}, status_code=401,
+                             headers={"WWW-Authenticate": "Bearer"})
+
+
+class RequireCredentials:
+    """ASGI middleware: API calls need an API key (`Authorization: Bearer KEY` or `X-API-Key: KEY`);
+    the review pages need an adjuster's session. Failures say nothing about why."""
+
+    def __init__(self, app):
+        self.app = app
+        self._store = None
+
+    def _access(self):
+        if self._store is None:
+            from models.config import load_config
+            from serving.store import ClaimStore
+
+            self._store = ClaimStore(load_config().database_url)
+        return self._store.access, self._store.engine
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        access, engine = self._access()
+        headers = dict(scope.get("headers") or [])
+        if scope["path"].startswith("/review"):
+            token = _cookie(headers.get(b"cookie", b""), SESSION_COOKIE)
+            user = access.session_user(engine, token) if token else None
+            if user is None:
+                reply = RedirectResponse("/login?next=" + quote(scope["path"]), status_code=303) \
+                    if scope["method"] == "GET" else _UNAUTHORISED
+                await reply(scope, receive, send)
+                return
+            scope.setdefault("state", {})["adjuster"] = user
+        else:
+            auth = headers.get(b"authorization", b"").decode("latin-1")
+            key = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get(b"x-api-key", b"").decode("latin-1")
+            if not key or len(key) > 200 or access.key_owner(engine, key) is None:
+                await _UNAUTHORISED(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _cookie(header: bytes, name: str) -> str | None:
+    for part in header.decode("latin-1").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name and value:
+            return value
+    return None
+
+
+def _safe_next(target: str) -> str:
+    """Only back to a review page of this service, never to another site."""
+    return target if target.startswith("/review") and "//" not in target else "/review"
 
 
 class JsonBodiesOnly:
@@ -169,6 +252,7 @@ class JsonBodiesOnly:
 
 
 ClaimTriage.add_asgi_middleware(JsonBodiesOnly)
+ClaimTriage.add_asgi_middleware(RequireCredentials)
 
 
 def _record(claim) -> dict:

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from features.history import COUNTED_ENTITIES, SECONDS_PER_DAY, SHARED_ENTITIES, WINDOWS_DAYS
 from features.schema import CLAIM_FIELDS, ENTITY_FIELDS, FIELDS_BY_NAME, ClaimField
+from serving.access import Access
 from serving.ledger import Ledger, LedgerEntry, LedgerReport, table_rows
 from serving.review import OUTCOME_LABELS, Review, cases_table, outcomes_table
 
@@ -80,6 +81,7 @@ class ClaimStore:
         self.decisions = _decisions_table(self.metadata)
         self.review = Review(cases_table(self.metadata), outcomes_table(self.metadata))
         self.ledger = Ledger(self.metadata)
+        self.access = Access(self.metadata)
         self.metadata.create_all(self.engine)
         self._field_names = [f.name for f in CLAIM_FIELDS]
 

@@ -59,6 +59,19 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export-labels",
                             help="write every claim with a recorded outcome, as stored, with its training labels")
     export.add_argument("--out", required=True, help="output file, .parquet or .csv; train on it with --data")
+    keys = sub.add_parser("keys", help="API keys for the claims system (scoring, feedback, the queue API)")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    keys_sub.add_parser("create", help="create a key; its text is printed once").add_argument("name")
+    keys_sub.add_parser("revoke", help="revoke a key by name").add_argument("name")
+    keys_sub.add_parser("list", help="list keys (names and dates; the keys themselves are not kept)")
+    adjusters = sub.add_parser("adjusters", help="adjusters' logins for the review page")
+    adj_sub = adjusters.add_subparsers(dest="action", required=True)
+    add = adj_sub.add_parser("add", help="add an adjuster (or reset a password); prints a generated password")
+    add.add_argument("username")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    adj_sub.add_parser("remove", help="disable an adjuster and end their sessions").add_argument("username")
+    adj_sub.add_parser("list", help="list adjusters")
+
     ledger = sub.add_parser("ledger", help="the tamper-evident decision ledger")
     ledger_sub = ledger.add_subparsers(dest="action", required=True)
     verify = ledger_sub.add_parser("verify", help="walk the hash chain and check every decision and outcome against it")
@@ -86,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         return COMMANDS[args.command](args, config)
-    except (ConfigError, ValueError, RuntimeError, FileNotFoundError) as err:
+    except (ConfigError, ValueError, RuntimeError, FileNotFoundError) as err:  # AccessError is a ValueError
         print(f"claimtriage {args.command}: {err}", file=sys.stderr)
         return 2
 
@@ -213,6 +226,16 @@ def _serve(args, config) -> int:
               f"synthetic claims first")
         train_args = argparse.Namespace(synthetic=n, seed=0, data=None, mapping=None, no_promote=False)
         _train(train_args, config)
+    from serving.store import ClaimStore
+
+    store = ClaimStore(config.database_url)
+    first = store.access.bootstrap(store.engine)
+    if first is not None:
+        key, username, password = first
+        print("first start: credentials created, shown once (manage them with `claimtriage keys` and "
+              f"`claimtriage adjusters`):\n  API key (Authorization: Bearer ...): {key}\n"
+              f"  adjusters' page login: {username} / {password}", flush=True)
+    store.engine.dispose()
     host, port = args.host or config.serving.host, args.port or config.serving.port
     env = dict(os.environ, MLFLOW_TRACKING_URI=config.tracking_uri, CLAIMTRIAGE_HOME=str(config.home),
                CLAIMTRIAGE_DATABASE_URL=config.database_url)
@@ -243,6 +266,40 @@ def _export_labels(args, config) -> int:
     return 0
 
 
+def _keys(args, config) -> int:
+    from serving.store import ClaimStore
+
+    store = ClaimStore(config.database_url)
+    if args.action == "create":
+        key = store.access.create_key(store.engine, args.name)
+        print(f"API key {args.name!r} (shown once; send it as 'Authorization: Bearer KEY'):\n{key}")
+    elif args.action == "revoke":
+        store.access.revoke_key(store.engine, args.name)
+        print(f"revoked {args.name!r}; running services stop accepting it within 30 s")
+    else:
+        for k in store.access.list_keys(store.engine):
+            print(f"{k['name']:24s} created {k['created_at']:%Y-%m-%d %H:%M}"
+                  + (f"  revoked {k['revoked_at']:%Y-%m-%d %H:%M}" if k["revoked_at"] else "  active"))
+    return 0
+
+
+def _adjusters(args, config) -> int:
+    from serving.store import ClaimStore
+
+    store = ClaimStore(config.database_url)
+    if args.action == "add":
+        given = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+        password = store.access.add_adjuster(store.engine, args.username, given)
+        print(f"adjuster {args.username!r} can log in at /login" + ("" if given else f" with password: {password}"))
+    elif args.action == "remove":
+        store.access.remove_adjuster(store.engine, args.username)
+        print(f"adjuster {args.username!r} disabled; their sessions are ended")
+    else:
+        for a in store.access.list_adjusters(store.engine):
+            print(f"{a['username']:24s} " + ("disabled" if a["revoked_at"] else "active"))
+    return 0
+
+
 def _ledger(args, config) -> int:
     from serving.store import ClaimStore
 
@@ -262,7 +319,7 @@ def _ledger(args, config) -> int:
     return 0 if report.ok else 1
 
 
-COMMANDS = {"export-labels": _export_labels, "ledger": _ledger, "generate": _generate, "train": _train, "validate": _validate,
+COMMANDS = {"adjusters": _adjusters, "export-labels": _export_labels, "keys": _keys, "ledger": _ledger, "generate": _generate, "train": _train, "validate": _validate,
             "promote": _promote, "serve": _serve}
 
 if __name__ == "__main__":

@@ -52,7 +52,10 @@ def test_serve_on_an_empty_registry_trains_a_synthetic_champion_then_answers(tmp
         else:
             pytest.fail(f"not ready after 300 s:\n{log.read_text()[-4000:]}")
 
-        assert "no champion in the registry" in log.read_text()
+        printed = log.read_text()
+        assert "no champion in the registry" in printed
+        key = printed.split("API key (Authorization: Bearer ...): ")[1].split()[0]
+        assert "adjusters' page login: admin / " in printed
         claim = generate_claims(100, seed=99).iloc[0]
         body = {}
         for f in CLAIM_FIELDS:
@@ -64,7 +67,8 @@ def test_serve_on_an_empty_registry_trains_a_synthetic_champion_then_answers(tmp
             elif f.kind == "datetime":
                 value = value.strftime("%Y-%m-%dT%H:%M:%SZ")
             body[f.name] = value.item() if hasattr(value, "item") else value
-        reply = httpx.post(f"{base}/score", json=body, timeout=30)
+        assert httpx.post(f"{base}/score", json=body, timeout=30).status_code == 401
+        reply = httpx.post(f"{base}/score", json=body, timeout=30, headers={"Authorization": f"Bearer {key}"})
         assert reply.status_code == 200, reply.text
         assert reply.json()["decision"] in OUTCOMES and reply.json()["model_version"] == "1"
 

@@ -54,6 +54,9 @@ def service(tmp_path_factory):
         config = load_config()
         run_training(claims.head(TRAINING_CLAIMS), config, source="fixture")
         bundle = load_bundle("models:/claim-triage@champion")
+    credentials = ClaimStore(env["CLAIMTRIAGE_DATABASE_URL"])
+    key = credentials.access.create_key(credentials.engine, "tests")
+    credentials.access.add_adjuster(credentials.engine, "ann", "correct horse battery")
     port = _free_port()
     log = open(home / "server.log", "w")
     server = subprocess.Popen(
@@ -76,13 +79,17 @@ def service(tmp_path_factory):
         pytest.fail(f"server not ready:\n{(home / 'server.log').read_text()[-3000:]}")
     typed = claims.sort_values("report_date", kind="stable").reset_index(drop=True)
     yield {"base": base, "bundle": bundle, "claims": typed, "store_url": env["CLAIMTRIAGE_DATABASE_URL"],
-           "new": typed.iloc[TRAINING_CLAIMS:]}
+           "new": typed.iloc[TRAINING_CLAIMS:], "key": key, "auth": {"Authorization": f"Bearer {key}"}}
     server.terminate()
     server.wait(timeout=30)
 
 
 def post(service, path: str, body, **kwargs) -> httpx.Response:
-    return httpx.post(service["base"] + path, json=body, timeout=30, **kwargs)
+    return httpx.post(service["base"] + path, json=body, timeout=30, headers=service["auth"], **kwargs)
+
+
+def get(service, path: str, **kwargs) -> httpx.Response:
+    return httpx.get(service["base"] + path, timeout=30, headers=service["auth"], **kwargs)
 
 
 def test_a_valid_claim_gets_a_decision_with_reasons_and_deadlines(service):
@@ -176,7 +183,8 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize("name, path, body, content_type", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
 def test_bad_requests_get_a_4xx_with_a_message_never_a_server_error(service, name, path, body, content_type):
-    reply = httpx.post(service["base"] + path, content=body, headers={"content-type": content_type}, timeout=60)
+    reply = httpx.post(service["base"] + path, content=body, headers={"content-type": content_type, **service["auth"]},
+                       timeout=60)
     assert 400 <= reply.status_code < 500, (reply.status_code, reply.text[:300])
     assert reply.json().get("error") or reply.json().get("errors")
     assert len(reply.content) < 100_000  # a 10 MB value is never echoed back
@@ -187,12 +195,12 @@ def test_review_queue_case_response_and_feedback_over_http(service):
     decided = post(service, "/score_batch", {"claims": claims, "explain": True}).json()["results"]
     needing = [d["claim_id"] for d in decided if d["decision"] != AUTO_APPROVE]
     assert needing, "some claims need a person"
-    queue = httpx.get(service["base"] + "/cases", params={"limit": 1000}, timeout=30).json()
+    queue = get(service, "/cases", params={"limit": 1000}).json()
     assert set(needing) <= {c["claim_id"] for c in queue}
     deadlines = [c["next_deadline"] for c in queue]
     assert deadlines == sorted(deadlines)
     claim_id = needing[0]
-    case = httpx.get(service["base"] + f"/cases/{claim_id}", timeout=30).json()
+    case = get(service, f"/cases/{claim_id}").json()
     assert case["decision"]["claim_id"] == claim_id and case["case"]["status"] == "open"
     assert case["decision"]["reasons"]["fraud"][0]["text"] and case["claim"]["claim_id"] == claim_id
     taken = post(service, f"/cases/{claim_id}/respond", {"by": "adjuster.ann"})
@@ -203,12 +211,12 @@ def test_review_queue_case_response_and_feedback_over_http(service):
     assert again.status_code == 409 and "resolved" in again.json()["detail"]
     assert post(service, "/feedback", {"claim_id": "never-seen", "outcome": "denied"}).status_code == 404
     assert post(service, "/feedback", {"claim_id": claim_id, "outcome": "maybe"}).status_code == 422
-    assert claim_id not in {c["claim_id"] for c in httpx.get(service["base"] + "/cases", timeout=30).json()}
-    assert httpx.get(service["base"] + "/cases/never-seen", timeout=30).status_code == 404
+    assert claim_id not in {c["claim_id"] for c in get(service, "/cases").json()}
+    assert get(service, "/cases/never-seen").status_code == 404
 
 
 def test_model_information_and_bentoml_endpoints(service):
-    info = httpx.get(service["base"] + "/model", timeout=10).json()
+    info = get(service, "/model").json()
     assert info["version"] == "1" and "test_fraud_roc_auc" in info["metrics"]
     assert info["features"] == service["bundle"].builder.feature_names_
     assert info["policy"]["thresholds"]["siu_fraud_probability"] > 0
@@ -222,6 +230,7 @@ def test_schemathesis_finds_no_server_error(service):
     run = subprocess.run(
         [str(Path(sys.executable).parent / "schemathesis"), "run", service["base"] + "/docs.json",
          "--checks", "not_a_server_error", "--max-examples", "40", "--seed", "1",
+         "--header", f"Authorization: Bearer {service['key']}",
          "--phases", "examples,coverage,fuzzing"],
         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-4000:]
@@ -249,6 +258,15 @@ def test_an_adjuster_works_a_case_in_a_real_browser(service):
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
         page = browser.new_page()
         page.goto(service["base"] + "/review")
+        page.wait_for_url(lambda url: "/login?next=" in url)  # the page needs a login
+        page.fill("input[name=username]", "ann")
+        page.fill("input[name=password]", "wrong password")
+        page.click("button[type=submit]")
+        assert "Wrong username or password" in page.locator(".error").inner_text()
+        page.fill("input[name=username]", "ann")
+        page.fill("input[name=password]", "correct horse battery")
+        page.click("button[type=submit]")
+        page.wait_for_url("**/review")
         rows = page.locator("#queue tbody tr")
         assert rows.count() >= 1
         claim_id = rows.first.get_attribute("data-claim")
@@ -261,15 +279,39 @@ def test_an_adjuster_works_a_case_in_a_real_browser(service):
         assert page.locator("svg.waterfall[data-model=fraud] rect").count() >= 1
         assert page.locator("#fields").inner_text().count("claim amount") == 1
         page.select_option("select[name=outcome]", "confirmed_fraud")
-        page.fill("input[name=recorded_by]", "adjuster.ann")
         page.fill("textarea[name=note]", "same payee as two earlier claims")
-        page.click("button[type=submit]")
+        page.click("#record-outcome")
         page.wait_for_url("**/review?recorded=*")
         assert f"Outcome recorded for claim {claim_id}" in page.locator(".flash").inner_text()
         assert page.locator(f"#queue tbody tr[data-claim='{claim_id}']").count() == 0
         page.goto(service["base"] + f"/review/{claim_id}")
         assert "confirmed fraud" in page.locator("#outcome").inner_text()
+        assert "by ann" in page.locator("#outcome").inner_text()  # recorded as the logged-in adjuster
         browser.close()
     store = ClaimStore(service["store_url"])
     labels = store.labelled_claims().set_index("claim_id")
     assert bool(labels.loc[claim_id, "is_fraud"]) is True
+
+
+def test_without_valid_credentials_nothing_is_served_and_nothing_is_said(service):
+    claim = _as_json(service["new"].iloc[[90]], service["bundle"])[0]
+    base = service["base"]
+    for headers in ({}, {"Authorization": "Bearer ct_not-a-key"}, {"X-API-Key": "guess"}, {"Authorization": "Basic x"}):
+        for reply in (httpx.post(base + "/score", json=claim, headers=headers, timeout=30),
+                      httpx.post(base + "/feedback", json={"claim_id": "a", "outcome": "denied"}, headers=headers),
+                      httpx.get(base + "/cases", headers=headers), httpx.get(base + "/model", headers=headers)):
+            assert reply.status_code == 401 and reply.json() == {"error": "missing or invalid credentials"}
+    assert httpx.post(base + "/score", json=claim, headers={"X-API-Key": service["key"]}, timeout=30).status_code == 200
+    assert httpx.get(base + "/review", follow_redirects=False).status_code == 303
+    assert httpx.post(base + "/review/x/outcome", data={"outcome": "denied"}).status_code == 401
+    assert httpx.get(base + "/review", cookies={"claimtriage_session": "forged"}, follow_redirects=False).status_code == 303
+    assert httpx.get(base + "/readyz").status_code == 200 and httpx.get(base + "/metrics").status_code == 200
+
+    store = ClaimStore(service["store_url"])
+    spare = store.access.create_key(store.engine, "spare")
+    assert httpx.get(base + "/model", headers={"Authorization": f"Bearer {spare}"}).status_code == 200
+    store.access.revoke_key(store.engine, "spare")
+    with store.engine.connect() as conn:  # stored as hashes only
+        stored = " ".join(str(v) for row in conn.execute(store.access.keys.select()) for v in row)
+        stored += " ".join(str(v) for row in conn.execute(store.access.adjusters.select()) for v in row)
+    assert spare not in stored and service["key"] not in stored and "correct horse battery" not in stored
