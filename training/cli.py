@@ -260,7 +260,8 @@ def _export_labels(args, config) -> int:
         return 1
     write_claims(frame, args.out)
     unknown = int(frame["paid_as_filed"].isna().sum())
-    print(f"wrote {len(frame):,} claims with outcomes to {args.out}: {int(frame['is_fraud'].sum()):,} confirmed fraud"
+    print(f"wrote {len(frame):,} claim{'' if len(frame) == 1 else 's'} with outcomes to {args.out}: "
+          f"{int(frame['is_fraud'].sum()):,} confirmed fraud"
           + (f"; {unknown:,} 'not fraud' outcomes say nothing of payment, so their paid_as_filed is empty and "
              "training reports and skips them" if unknown else ""))
     return 0
