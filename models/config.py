@@ -41,8 +41,8 @@ class TrainingConfig:
     validation_share: float = 0.15
     test_share: float = 0.15
     max_trees: int = 300
-    max_depth: int = 6
-    num_leaves: int = 31
+    max_depth: int = 5
+    num_leaves: int = 20
     learning_rate: float = 0.05
     min_child_samples: int = 50
     early_stopping_rounds: int = 40
