@@ -79,13 +79,13 @@ def queue_page(cases: list[dict], now: datetime, decision: str | None = None, ov
     for c in cases:
         status = escape(c["status"])
         overdue_tag = " <span class=overdue-tag>OVERDUE</span>" if c["overdue"] else ""
-        deadline = "respond" if c["status"] == "open" else "resolve"
+        respond = "given" if c["respond_seconds_left"] is None else _left(c["respond_seconds_left"])
         rows.append(
             f"<tr class='{'overdue' if c['overdue'] else ''}' data-claim='{escape(c['claim_id'])}'>"
             f"<td><a href='/review/{escape(c['claim_id'])}'>{escape(c['claim_id'])}</a></td>"
             f"<td>{escape(DECISION_TEXT.get(c['decision'], c['decision']))}</td>"
             f"<td>{c['fraud_probability']:.1%}</td><td>{c['anomaly_score']:.0%}</td><td>{status}</td>"
-            f"<td>{deadline}: {_left(c['seconds_left'])}{overdue_tag}</td>"
+            f"<td>respond: {respond}<br>resolve: {_left(c['resolve_seconds_left'])}{overdue_tag}</td>"
             f"<td>{escape(c['assignee'] or '—')}</td></tr>")
     title = "Claims awaiting review" + (" — overdue" if overdue else "") + (
         f" — {DECISION_TEXT.get(decision, decision)}" if decision else "")
@@ -158,7 +158,11 @@ def case_page(detail: dict, now: datetime, error: str | None = None, user: str |
         if case:
             overdue = " <span class=overdue-tag>OVERDUE</span>" if case["overdue"] else ""
             parts.append(f"<p>Status <b id=status>{escape(case['status'])}</b>; respond by {_when(case['respond_by'])}, "
-                         f"resolve by {_when(case['resolve_by'])} ({_left(case['seconds_left'])} left){overdue}.</p>")
+                         f"resolve by {_when(case['resolve_by'])} ({_left(case['seconds_left'])} left){overdue}"
+                         + (f"; taken by {escape(case['assignee'])}" if case.get("assignee") else "") + ".</p>"
+                         + ("<form method=post action='/review/" + escape(claim_id) + "/respond'>"
+                            "<button type=submit id=take-case>Take this case (first response given)</button></form>"
+                            if case["status"] == "open" else ""))
         parts.append("</div>")
         hits = decision.get("rule_hits") or []
         if hits:

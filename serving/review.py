@@ -182,6 +182,10 @@ def _parse(text: str) -> datetime:
     return datetime.fromisoformat(text.rstrip("Z"))
 
 
+def _dt(value) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
 def _case_dict(row, now: datetime) -> dict:
     out = dict(row._mapping)
     deadline = out.pop("next_deadline")
@@ -189,4 +193,7 @@ def _case_dict(row, now: datetime) -> dict:
     out["next_deadline"] = deadline
     out["overdue"] = out["status"] != RESOLVED and deadline is not None and deadline < now
     out["seconds_left"] = None if out["status"] == RESOLVED else int((deadline - now).total_seconds())
+    # Both clocks: the first response (until given) and the resolution.
+    out["respond_seconds_left"] = None if out["status"] != OPEN else int((_dt(out["respond_by"]) - now).total_seconds())
+    out["resolve_seconds_left"] = None if out["status"] == RESOLVED else int((_dt(out["resolve_by"]) - now).total_seconds())
     return out

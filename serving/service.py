@@ -148,6 +148,19 @@ class ClaimTriage:
                 "No claims are waiting.", f"No claim {html.escape(claim_id)} has been scored."), status_code=404)
         return pages.case_page(detail, _now(), user=request.state.adjuster)
 
+    @info.post("/review/{claim_id}/respond", include_in_schema=False)
+    def review_take(self, request: Request, claim_id: str):
+        """The page's button: the logged-in adjuster takes the case (the 24-hour response is given)."""
+        try:
+            self.scorer.store.respond(claim_id, request.state.adjuster)
+        except ReviewError as e:
+            detail = self.scorer.store.case(claim_id)
+            if detail is None:
+                return HTMLResponse(f"No claim {html.escape(claim_id)} has been scored.", status_code=404)
+            return HTMLResponse(pages.case_page(detail, _now(), error=str(e), user=request.state.adjuster),
+                                status_code=409)
+        return RedirectResponse(f"/review/{quote(claim_id)}", status_code=303)
+
     @info.post("/review/{claim_id}/outcome", include_in_schema=False)
     def review_outcome(self, request: Request, claim_id: str, outcome: str = Form(""), note: str = Form("")):
         """The page's form: record the outcome as the logged-in adjuster, then back to the queue."""

@@ -32,6 +32,7 @@ def test_decisions_needing_a_person_open_cases_ordered_by_deadline_then_risk(sto
     queue = store.queue(now=NOW)
     assert [c["claim_id"] for c in queue] == [ids[2], ids[1], ids[0]]  # overdue first, then the riskier
     assert queue[0]["overdue"] and not queue[1]["overdue"] and queue[1]["seconds_left"] == 10 * 3600
+    assert queue[1]["respond_seconds_left"] == 10 * 3600 and queue[1]["resolve_seconds_left"] == 58 * 3600
     assert [c["claim_id"] for c in store.queue(now=NOW, decision="SIU_REFERRAL")] == [ids[1]]
     assert [c["claim_id"] for c in store.queue(now=NOW, overdue=True)] == [ids[2]]
     assert store.case(ids[3], now=NOW)["case"] is None  # approved automatically: nobody's work
@@ -54,6 +55,7 @@ def test_respond_then_resolve_and_the_case_leaves_the_queue(store, typed_claims)
     taken = store.respond(claim_id, by="adjuster.ann")
     assert taken["status"] == RESPONDED and taken["assignee"] == "adjuster.ann"
     assert taken["next_deadline"] == taken["resolve_by"]
+    assert taken["respond_seconds_left"] is None and taken["resolve_seconds_left"] == taken["seconds_left"]
     with pytest.raises(ReviewError, match="already responded"):
         store.respond(claim_id, by="adjuster.bob")
     store.record_outcome(claim_id, "confirmed_fraud", "ring with PR-17", by="adjuster.ann")

@@ -278,6 +278,10 @@ def test_an_adjuster_works_a_case_in_a_real_browser(service):
         assert fraud_reasons and all(len(text) > 10 for text in fraud_reasons)
         assert page.locator("svg.waterfall[data-model=fraud] rect").count() >= 1
         assert page.locator("#fields").inner_text().count("claim amount") == 1
+        page.click("#take-case")
+        page.wait_for_url(f"**/review/{claim_id}")
+        assert page.locator("#status").inner_text() == "responded" and "taken by ann" in page.content()
+        assert page.locator("#take-case").count() == 0
         page.select_option("select[name=outcome]", "confirmed_fraud")
         page.fill("textarea[name=note]", "same payee as two earlier claims")
         page.click("#record-outcome")
