@@ -9,6 +9,7 @@ reported with the sign flipped: positive always pushes towards fraud, approval o
 from __future__ import annotations
 
 import functools
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -47,6 +48,11 @@ _OVERLAP_FROM_ROWS = 64
 _SLICE = 32
 
 
+def _timed(fn, *args):
+    started = time.perf_counter()
+    return fn(*args), time.perf_counter() - started
+
+
 @functools.lru_cache(maxsize=1)
 def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
@@ -63,37 +69,63 @@ class Explainer:
         self.labels = [s.label for s in bundle.builder.specs_]
         self.forest_explainer = shap.TreeExplainer(bundle.anomaly.forest_)
         self.path_scale = average_path_length(bundle.anomaly.forest_.max_samples_)
+        self._per_claim: tuple[float, float] | None = None  # seconds per claim: forest, boosted models
 
     def contributions(self, matrix: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per model: (base value per claim, contributions per claim and feature), in the model's raw units."""
         models = [("fraud", self.bundle.fraud)] + ([("eligibility", self.bundle.eligibility)]
                                                    if self.bundle.eligibility else [])
 
-        def boosted(threads: int) -> dict:
+        def boosted(rows: slice) -> dict:
             found = {}
             for name, model in models:
-                raw = model.booster.predict(matrix, pred_contrib=True, num_threads=threads)
+                raw = model.booster.predict(matrix[rows], pred_contrib=True, num_threads=1)
                 found[name] = (raw[:, -1], raw[:, :-1])
             return found
 
         detector = self.bundle.anomaly
         prepared = detector.prepare(matrix)
-        if len(matrix) < _OVERLAP_FROM_ROWS:
-            out = boosted(1)  # one claim or a few: one thread beats two
+        n = len(matrix)
+        if n < _OVERLAP_FROM_ROWS:
+            out = boosted(slice(None))  # one claim or a few: one thread beats two
             values = self.forest_explainer.shap_values(prepared, check_additivity=False)
         else:
-            # shap's forest explainer holds the GIL while it works; LightGBM lets go of it. So
-            # LightGBM runs on a second core while the forest is explained in slices, between
-            # which LightGBM's thread gets its turn to start each call.
-            pending = _pool().submit(boosted, 1)
+            # shap's forest explainer holds the GIL while it works; LightGBM lets go of it. So a
+            # second thread explains the first k claims with LightGBM while this one explains the
+            # forest in slices (between which the other thread gets its turn to start each call),
+            # then the remaining claims with LightGBM: k balances the two threads' work, learnt
+            # from the per-claim times of earlier batches.
+            k = self._split(n)
+            started = time.perf_counter()
+            pending = _pool().submit(_timed, boosted, slice(0, k))
             values = np.vstack([self.forest_explainer.shap_values(prepared[i:i + _SLICE], check_additivity=False)
-                                for i in range(0, len(prepared), _SLICE)])
-            out = pending.result()
+                                for i in range(0, n, _SLICE)])
+            forest_seconds = time.perf_counter() - started
+            rest = boosted(slice(k, n)) if k < n else None
+            head, boosted_seconds = pending.result()
+            self._learn(forest_seconds / n, boosted_seconds / k)
+            out = head if rest is None else {
+                name: (np.concatenate([head[name][0], rest[name][0]]), np.vstack([head[name][1], rest[name][1]]))
+                for name in head}
         full = np.zeros((len(matrix), len(self.names)))
         full[:, detector.columns] = values
         base = np.full(len(matrix), float(np.ravel(self.forest_explainer.expected_value)[0]))
         out["anomaly"] = (base, full)
         return out
+
+    def _split(self, n: int) -> int:
+        """Claims for the second thread: k * boosted = forest * n + boosted * (n - k), at least half."""
+        if self._per_claim is None:
+            return n * 3 // 4
+        forest, boosted = self._per_claim
+        return int(min(n, max(n // 2, round(n * (forest + boosted) / (2 * boosted)))))
+
+    def _learn(self, forest: float, boosted: float) -> None:
+        if self._per_claim is None:
+            self._per_claim = (forest, boosted)
+            return
+        old_forest, old_boosted = self._per_claim
+        self._per_claim = (0.7 * old_forest + 0.3 * forest, 0.7 * old_boosted + 0.3 * boosted)
 
     def anomaly_raw_score(self, base: np.ndarray, contributions: np.ndarray) -> np.ndarray:
         """The forest's anomaly score (negated score_samples) from its path-length explanation."""
