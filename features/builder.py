@@ -7,6 +7,7 @@ Shaped like a scikit-learn transformer: `fit` learns what it needs from training
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -240,13 +241,10 @@ class FeatureBuilder:
             row[0, j] = value
         return row
 
-    @property
+    @functools.cached_property
     def _record_codes(self) -> dict[str, dict[str, float]]:
-        codes = self.__dict__.get("_record_codes_cache")
-        if codes is None:
-            codes = {name: {str(c): float(i) for i, c in enumerate(cats)} for name, cats in self.categories_.items()}
-            self.__dict__["_record_codes_cache"] = codes
-        return codes
+        """Each category's code, for one claim at a time (built on first use: also for older bundles)."""
+        return {name: {str(c): float(i) for i, c in enumerate(cats)} for name, cats in self.categories_.items()}
 
     def _record_columns(self, claim: dict) -> dict:
         """`_columns` for one claim: numbers as float (NaN when absent), dates as days since 1900, text."""
@@ -266,11 +264,6 @@ class FeatureBuilder:
                 else math.nan
             cols["amount_to_typical_for_loss_type"] = _divide(cols["claim_amount"], typical)
         return cols
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_record_codes_cache", None)
-        return state
 
     def transform_frame(self, claims: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.DataFrame:
         """The model matrix as a labelled frame (categories decoded), for notebooks and reports."""

@@ -13,9 +13,11 @@ import hashlib
 import hmac
 import secrets
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import sqlalchemy as sa
+
+from serving.clock import utc_now
 
 SESSION_HOURS = 12
 KEY_CACHE_SECONDS = 30.0  # a revoked key stops working within this long on a running replica
@@ -24,10 +26,6 @@ _SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
 
 class AccessError(ValueError):
     """A request to manage credentials that cannot be honoured (unknown name, name taken...)."""
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _sha256(text: str) -> str:
@@ -81,13 +79,13 @@ class Access:
         with engine.begin() as conn:
             if conn.execute(sa.select(self.keys.c.id).where(self.keys.c.name == name)).first():
                 raise AccessError(f"a key named {name!r} exists already; revoke it or choose another name")
-            conn.execute(self.keys.insert().values(name=name, key_hash=_sha256(key), created_at=_now()))
+            conn.execute(self.keys.insert().values(name=name, key_hash=_sha256(key), created_at=utc_now()))
         return key
 
     def revoke_key(self, engine: sa.Engine, name: str) -> None:
         with engine.begin() as conn:
             done = conn.execute(self.keys.update().where(self.keys.c.name == name, self.keys.c.revoked_at.is_(None))
-                                .values(revoked_at=_now())).rowcount
+                                .values(revoked_at=utc_now())).rowcount
         if not done:
             raise AccessError(f"no active key named {name!r}")
         self._valid_keys.clear()
@@ -124,14 +122,14 @@ class Access:
         with engine.begin() as conn:
             conn.execute(self.adjusters.delete().where(self.adjusters.c.username == username))
             conn.execute(self.adjusters.insert().values(username=username, password_hash=hash_password(password),
-                                                        created_at=_now()))
+                                                        created_at=utc_now()))
         return password
 
     def remove_adjuster(self, engine: sa.Engine, username: str) -> None:
         with engine.begin() as conn:
             done = conn.execute(self.adjusters.update().where(self.adjusters.c.username == username,
                                                               self.adjusters.c.revoked_at.is_(None))
-                                .values(revoked_at=_now())).rowcount
+                                .values(revoked_at=utc_now())).rowcount
             conn.execute(self.sessions.delete().where(self.sessions.c.username == username))
         if not done:
             raise AccessError(f"no active adjuster {username!r}")
@@ -151,13 +149,13 @@ class Access:
                 return None
             token = secrets.token_urlsafe(32)
             conn.execute(self.sessions.insert().values(token_hash=_sha256(token), username=username,
-                                                       expires_at=_now() + timedelta(hours=SESSION_HOURS)))
+                                                       expires_at=utc_now() + timedelta(hours=SESSION_HOURS)))
         return token
 
     def session_user(self, engine: sa.Engine, token: str) -> str | None:
         with engine.connect() as conn:
             row = conn.execute(sa.select(self.sessions.c.username).where(
-                self.sessions.c.token_hash == _sha256(token), self.sessions.c.expires_at > _now())).first()
+                self.sessions.c.token_hash == _sha256(token), self.sessions.c.expires_at > utc_now())).first()
         return None if row is None else row.username
 
     def logout(self, engine: sa.Engine, token: str) -> None:

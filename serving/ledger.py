@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from serving.clock import utc_now
+
 GENESIS = "0" * 64
 KINDS = ("decision", "outcome")
 CHUNK = 10_000            # ledger rows read per query while walking the chain
@@ -266,7 +268,7 @@ class Ledger:
         """
         if not entries:
             return
-        stamp = _utcnow()
+        stamp = utc_now()
         pending = []
         for e in entries:
             if e.kind not in KINDS:
@@ -532,7 +534,3 @@ def _renumbered(run: list[int]) -> tuple[tuple, str]:
 
 def _entry_hash(fields: dict) -> str:
     return digest(fields)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)

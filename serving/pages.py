@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from html import escape
 
+from serving.clock import as_datetime
 from serving.review import OUTCOME_TEXT
 
 DECISION_TEXT = {
@@ -63,11 +64,8 @@ def _left(seconds: int | None) -> str:
 
 
 def _when(moment) -> str:
-    if moment is None:
-        return "—"
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment.rstrip("Z"))
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    moment = as_datetime(moment)
+    return "—" if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def queue_page(cases: list[dict], now: datetime, decision: str | None = None, overdue: bool = False,
@@ -138,6 +136,11 @@ def waterfall_svg(model: str, reasons: list[dict], total: dict | None, width: in
                  "stroke=#1d2430 stroke-width=3 />")
     parts.append("</svg>")
     return "".join(parts)
+
+
+def not_found_page(claim_id: str, user: str | None = None) -> str:
+    return _page("Not found", f"<h1>Claim {escape(claim_id)}</h1><p id=empty>No claim {escape(claim_id)} has been "
+                              "scored.</p><p><a href='/review'>Back to the queue</a></p>", user)
 
 
 def case_page(detail: dict, now: datetime, error: str | None = None, user: str | None = None) -> str:

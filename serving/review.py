@@ -15,6 +15,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from models.policy import AUTO_APPROVE
+from serving.clock import as_datetime
 
 OPEN, RESPONDED, RESOLVED = "open", "responded", "resolved"
 STATUSES = (OPEN, RESPONDED, RESOLVED)
@@ -102,17 +103,23 @@ class Review:
                 conn.execute(self.cases.update().where(c.id == unresolved[d["claim_id"]]).values(**values))
             else:
                 fresh.append({**values, "claim_id": d["claim_id"], "status": OPEN, "opened_at": d["scored_at"],
-                              "respond_by": _parse(deadlines["respond_by"]),
-                              "resolve_by": _parse(deadlines["resolve_by"])})
+                              "respond_by": as_datetime(deadlines["respond_by"]),
+                              "resolve_by": as_datetime(deadlines["resolve_by"])})
                 unresolved[d["claim_id"]] = -1  # twice in one batch: the second follows the first
         if fresh:
             conn.execute(self.cases.insert(), fresh)
+
+    @property
+    def _next_deadline(self):
+        """Until the first response, its deadline; after it, the resolution's."""
+        c = self.cases.c
+        return sa.type_coerce(sa.case((c.status == OPEN, c.respond_by), else_=c.resolve_by), sa.DateTime())
 
     def queue(self, conn: sa.Connection, now: datetime, decision: str | None = None,
               status: str | None = None, overdue: bool = False, limit: int = 200, offset: int = 0) -> list[dict]:
         """Cases awaiting a person (or of `status`), the nearest deadline first, then the riskiest."""
         c = self.cases.c
-        next_deadline = sa.case((c.status == OPEN, c.respond_by), else_=c.resolve_by)
+        next_deadline = self._next_deadline
         query = sa.select(self.cases, next_deadline.label("next_deadline"))
         query = query.where(c.status == status) if status else query.where(c.status != RESOLVED)
         if decision:
@@ -124,10 +131,7 @@ class Review:
 
     def case(self, conn: sa.Connection, claim_id: str, now: datetime) -> dict | None:
         """The claim's newest case, or None."""
-        c = self.cases.c
-        next_deadline = sa.case((c.status == OPEN, c.respond_by), else_=c.resolve_by)
-        row = conn.execute(sa.select(self.cases, next_deadline.label("next_deadline"))
-                           .where(c.claim_id == claim_id).order_by(c.id.desc()).limit(1)).first()
+        row = self._latest(conn, claim_id, self._next_deadline.label("next_deadline"))
         return None if row is None else _case_dict(row, now)
 
     def respond(self, conn: sa.Connection, claim_id: str, by: str, now: datetime) -> dict:
@@ -149,7 +153,7 @@ class Review:
         if not known_claim:
             raise ReviewError(f"no claim {claim_id!r} has been scored", 404)
         c = self.cases.c
-        latest = conn.execute(sa.select(self.cases).where(c.claim_id == claim_id).order_by(c.id.desc()).limit(1)).first()
+        latest = self._latest(conn, claim_id)
         case_id = None
         if latest is not None:
             if latest.status == RESOLVED:
@@ -168,9 +172,14 @@ class Review:
                "recorded_at": now}
         return dict(conn.execute(self.outcomes.insert().values(**row).returning(*self.outcomes.c)).one()._mapping)
 
-    def _unresolved(self, conn: sa.Connection, claim_id: str):
+    def _latest(self, conn: sa.Connection, claim_id: str, *extra):
+        """The claim's newest case row (with `extra` columns), or None."""
         c = self.cases.c
-        case = conn.execute(sa.select(self.cases).where(c.claim_id == claim_id).order_by(c.id.desc()).limit(1)).first()
+        return conn.execute(sa.select(self.cases, *extra).where(c.claim_id == claim_id)
+                            .order_by(c.id.desc()).limit(1)).first()
+
+    def _unresolved(self, conn: sa.Connection, claim_id: str):
+        case = self._latest(conn, claim_id)
         if case is None:
             raise ReviewError(f"claim {claim_id!r} has no review case", 404)
         if case.status == RESOLVED:
@@ -178,22 +187,16 @@ class Review:
         return case
 
 
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.rstrip("Z"))
-
-
-def _dt(value) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+def _seconds(until: datetime, now: datetime) -> int:
+    return int((until - now).total_seconds())
 
 
 def _case_dict(row, now: datetime) -> dict:
     out = dict(row._mapping)
-    deadline = out.pop("next_deadline")
-    deadline = deadline if isinstance(deadline, datetime) or deadline is None else datetime.fromisoformat(deadline)
-    out["next_deadline"] = deadline
-    out["overdue"] = out["status"] != RESOLVED and deadline is not None and deadline < now
-    out["seconds_left"] = None if out["status"] == RESOLVED else int((deadline - now).total_seconds())
-    # Both clocks: the first response (until given) and the resolution.
-    out["respond_seconds_left"] = None if out["status"] != OPEN else int((_dt(out["respond_by"]) - now).total_seconds())
-    out["resolve_seconds_left"] = None if out["status"] == RESOLVED else int((_dt(out["resolve_by"]) - now).total_seconds())
+    status = out["status"]
+    # Both clocks: the first response (until given) and the resolution (until resolved).
+    out["respond_seconds_left"] = _seconds(out["respond_by"], now) if status == OPEN else None
+    out["resolve_seconds_left"] = _seconds(out["resolve_by"], now) if status != RESOLVED else None
+    out["seconds_left"] = out["respond_seconds_left"] if status == OPEN else out["resolve_seconds_left"]
+    out["overdue"] = status != RESOLVED and out["next_deadline"] < now
     return out

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
+from features.record_validation import duplicate_errors, typed_frame, validate_record
 from features.schema import FIELD_NAMES
 from models.bundle import TriageBundle
 from models.config import Deadlines
 from models.explain import Explainer
-from features.record_validation import duplicate_errors, typed_frame, validate_record
 from models.policy import AUTO_APPROVE, RULE_TEXT, record_rule_hits, rule_hits
+from serving.clock import utc_now
 from serving.store import HISTORY_COLUMNS, ClaimStore
 
 TOP_REASONS = 5
@@ -50,7 +51,7 @@ class Scorer:
 
     def score(self, records: list[dict], explain: bool = True, now: datetime | None = None) -> ScoredBatch:
         """Score claims given as JSON-like dicts; invalid ones get an error entry, the others a decision."""
-        now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+        now = now or utc_now()
         if len(records) == 1:
             return ScoredBatch([self._score_one(records[0], explain, now)])
         return self._score_frame(records, explain, now)

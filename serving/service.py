@@ -7,33 +7,27 @@ CLAIMTRIAGE_DATABASE_URL (default a SQLite file claims.db in the working directo
 
 from __future__ import annotations
 
-import html
 import logging
 import os
-from datetime import datetime, timezone
+from typing import Literal, Optional
 from urllib.parse import quote
 
 import bentoml
-from typing import Literal, Optional
-
+import pydantic_core
 from fastapi import FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
-import pydantic_core
 from starlette.responses import JSONResponse, Response
 
 from models.policy import OUTCOMES as OUTCOME_NAMES
 from serving import pages
 from serving.access import SESSION_HOURS
-from serving.review import ReviewError
+from serving.clock import utc_now
+from serving.review import STATUSES, ReviewError
 from serving.schemas import BatchResult, Claim, Decision, Feedback, Responder
 
 log = logging.getLogger("claimtriage.serving")
 MODEL_URI_ENV = "CLAIMTRIAGE_MODEL_URI"
 info = FastAPI(title="model information")
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _reviewed(action):
@@ -63,6 +57,7 @@ class ClaimTriage:
 
         self.scorer, self.model_info = load_scorer(os.environ.get(MODEL_URI_ENV))
         self.max_batch = self.scorer.max_batch
+        RequireCredentials.store = self.scorer.store  # the same engine checks credentials
 
     @bentoml.api(route="/score")
     def score(self, claim: Claim, /) -> Decision:  # type: ignore[valid-type]
@@ -87,7 +82,7 @@ class ClaimTriage:
 
     @info.get("/cases")
     def cases(self, decision: Optional[Literal[OUTCOME_NAMES]] = None,  # type: ignore[valid-type]
-              status: Optional[Literal["open", "responded", "resolved"]] = None, overdue: bool = False,
+              status: Optional[Literal[STATUSES]] = None, overdue: bool = False,  # type: ignore[valid-type]
               limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=10_000_000)) -> list[dict]:
         """The review queue: cases awaiting a person (or of `status`), nearest deadline first, then the riskiest."""
         return self.scorer.store.queue(decision=decision, status=status, overdue=overdue, limit=limit, offset=offset)
@@ -133,7 +128,7 @@ class ClaimTriage:
     def review_queue(self, request: Request, decision: Optional[str] = None, overdue: bool = False,
                      recorded: Optional[str] = None):
         """The adjusters' queue page."""
-        now = _now()
+        now = utc_now()
         decision = decision if decision in OUTCOME_NAMES else None
         cases = self.scorer.store.queue(now=now, decision=decision, overdue=overdue, limit=500)
         message = f"Outcome recorded for claim {recorded}; it has left the queue." if recorded else None
@@ -142,11 +137,7 @@ class ClaimTriage:
     @info.get("/review/{claim_id}", response_class=HTMLResponse, include_in_schema=False)
     def review_case(self, request: Request, claim_id: str):
         """One case, explained."""
-        detail = self.scorer.store.case(claim_id)
-        if detail is None:
-            return HTMLResponse(pages.queue_page([], _now(), user=request.state.adjuster).replace(
-                "No claims are waiting.", f"No claim {html.escape(claim_id)} has been scored."), status_code=404)
-        return pages.case_page(detail, _now(), user=request.state.adjuster)
+        return self._case_reply(request, claim_id)
 
     @info.post("/review/{claim_id}/respond", include_in_schema=False)
     def review_take(self, request: Request, claim_id: str):
@@ -154,11 +145,7 @@ class ClaimTriage:
         try:
             self.scorer.store.respond(claim_id, request.state.adjuster)
         except ReviewError as e:
-            detail = self.scorer.store.case(claim_id)
-            if detail is None:
-                return HTMLResponse(f"No claim {html.escape(claim_id)} has been scored.", status_code=404)
-            return HTMLResponse(pages.case_page(detail, _now(), error=str(e), user=request.state.adjuster),
-                                status_code=409)
+            return self._case_reply(request, claim_id, error=str(e), status=409)
         return RedirectResponse(f"/review/{quote(claim_id)}", status_code=303)
 
     @info.post("/review/{claim_id}/outcome", include_in_schema=False)
@@ -166,13 +153,17 @@ class ClaimTriage:
         """The page's form: record the outcome as the logged-in adjuster, then back to the queue."""
         try:
             self.scorer.store.record_outcome(claim_id, outcome, note.strip() or None, request.state.adjuster)
-            return RedirectResponse(f"/review?recorded={quote(claim_id)}", status_code=303)
         except ReviewError as e:
-            error = str(e)
+            return self._case_reply(request, claim_id, error=str(e), status=422)
+        return RedirectResponse(f"/review?recorded={quote(claim_id)}", status_code=303)
+
+    def _case_reply(self, request: Request, claim_id: str, error: str | None = None, status: int = 200):
+        """The case page (with `error` shown, if any), or a not-found page for a claim never scored."""
+        user = request.state.adjuster
         detail = self.scorer.store.case(claim_id)
         if detail is None:
-            return HTMLResponse(f"No claim {html.escape(claim_id)} has been scored.", status_code=404)
-        return HTMLResponse(pages.case_page(detail, _now(), error=error, user=request.state.adjuster), status_code=422)
+            return HTMLResponse(pages.not_found_page(claim_id, user), status_code=404)
+        return HTMLResponse(pages.case_page(detail, utc_now(), error=error, user=user), status_code=status)
 
     @info.post("/feedback", status_code=201)
     def feedback(self, body: Feedback) -> dict:
@@ -192,23 +183,19 @@ class RequireCredentials:
     """ASGI middleware: API calls need an API key (`Authorization: Bearer KEY` or `X-API-Key: KEY`);
     the review pages need an adjuster's session. Failures say nothing about why."""
 
+    store = None  # the service's claim store, set when the service starts (before it is ready)
+
     def __init__(self, app):
         self.app = app
-        self._store = None
-
-    def _access(self):
-        if self._store is None:
-            from models.config import load_config
-            from serving.store import ClaimStore
-
-            self._store = ClaimStore(load_config().database_url)
-        return self._store.access, self._store.engine
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        access, engine = self._access()
+        if self.store is None:  # not started yet: nothing but the open paths is served
+            await _UNAUTHORISED(scope, receive, send)
+            return
+        access, engine = self.store.access, self.store.engine
         headers = dict(scope.get("headers") or [])
         if scope["path"].startswith("/review"):
             token = _cookie(headers.get(b"cookie", b""), SESSION_COOKIE)

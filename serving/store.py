@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Iterable
 
 import numpy as np
@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from features.history import COUNTED_ENTITIES, SECONDS_PER_DAY, SHARED_ENTITIES, WINDOWS_DAYS
 from features.schema import CLAIM_FIELDS, ENTITY_FIELDS, FIELDS_BY_NAME, ClaimField
 from serving.access import Access
+from serving.clock import as_datetime, utc_now
 from serving.ledger import Ledger, LedgerEntry, LedgerReport, table_rows
 from serving.review import OUTCOME_LABELS, Review, cases_table, outcomes_table
 
@@ -84,6 +85,8 @@ class ClaimStore:
         self.access = Access(self.metadata)
         self.metadata.create_all(self.engine)
         self._field_names = [f.name for f in CLAIM_FIELDS]
+        # One aggregate query per (wanted features, entities a claim has): a handful in practice.
+        self._history_queries: dict[tuple, tuple] = {}
 
     def count_claims(self) -> int:
         with self.engine.connect() as conn:
@@ -91,7 +94,7 @@ class ClaimStore:
 
     def seed(self, claims: pd.DataFrame, origin: str = "training") -> int:
         """Load known claims (the training history) in chunks; claims already stored are kept."""
-        stored_at = _now()
+        stored_at = utc_now()
         rows = [_row(rec, origin, stored_at) for rec in _records(claims)]
         with self.engine.begin() as conn:
             existing = set(conn.execute(sa.select(self.claims.c.claim_id)).scalars())
@@ -130,7 +133,10 @@ class ClaimStore:
         wanted = tuple(sorted(wanted))
         t = claim.get("report_date")
         present = frozenset(f for f in ENTITY_FIELDS if claim.get(f) is not None) if t is not None else frozenset()
-        query, keys = self._history_query(wanted, present)
+        built = self._history_queries.get((wanted, present))
+        if built is None:
+            built = self._history_queries[(wanted, present)] = self._history_query(wanted, present)
+        query, keys = built
         out = {name: math.nan for name in wanted}
         if query is None:
             return out
@@ -140,13 +146,12 @@ class ClaimStore:
             row = conn.execute(query, params).one()
         for name, value in zip(keys, row):
             if name == "days_since_claimant_last_claim":
-                previous = _as_datetime(value)
+                previous = as_datetime(value)  # MAX(): text from SQLite
                 out[name] = math.nan if previous is None else (t - previous) // timedelta(seconds=1) / SECONDS_PER_DAY
             else:
                 out[name] = float(value or 0)
         return out
 
-    @functools.lru_cache(maxsize=256)
     def _history_query(self, wanted: tuple[str, ...], present: frozenset[str]):
         """The aggregate query for a set of wanted features and the entities a claim has; built once."""
         c = self.claims.c
@@ -187,7 +192,7 @@ class ClaimStore:
 
     def record(self, claims: pd.DataFrame | list[dict], responses: list[dict], model_version: str) -> None:
         """Store the claims (replacing earlier versions of the same claim_id) and their decisions, atomically."""
-        now = _now()
+        now = utc_now()
         records = claims if isinstance(claims, list) else _records(claims)
         rows = [_row(rec, "scored", now) for rec in records]
         ids = [r["claim_id"] for r in rows]
@@ -213,13 +218,13 @@ class ClaimStore:
     def queue(self, now: datetime | None = None, **filters) -> list[dict]:
         """Cases awaiting a person, nearest deadline first (see `Review.queue` for the filters)."""
         with self.engine.connect() as conn:
-            return self.review.queue(conn, now or _now(), **filters)
+            return self.review.queue(conn, now or utc_now(), **filters)
 
     def case(self, claim_id: str, now: datetime | None = None) -> dict | None:
         """A claim's case with everything a reviewer reads: the case, the newest decision's full
         response, the claim as stored, its outcome if recorded, and the ring (other claims sharing
         its payee account, phone, address or provider)."""
-        now = now or _now()
+        now = now or utc_now()
         with self.engine.connect() as conn:
             case = self.review.case(conn, claim_id, now)
             claim = conn.execute(sa.select(self.claims).where(self.claims.c.claim_id == claim_id)).first()
@@ -241,14 +246,14 @@ class ClaimStore:
 
     def respond(self, claim_id: str, by: str) -> dict:
         with self.engine.begin() as conn:
-            return self.review.respond(conn, claim_id, by, _now())
+            return self.review.respond(conn, claim_id, by, utc_now())
 
     def record_outcome(self, claim_id: str, outcome: str, note: str | None, by: str) -> dict:
         """Record an outcome (resolving the claim's case) atomically; errors are `ReviewError`s."""
         with self.engine.begin() as conn:
             known = conn.execute(sa.select(sa.func.count()).select_from(self.decisions)
                                  .where(self.decisions.c.claim_id == claim_id)).scalar_one() > 0
-            row = self.review.record_outcome(conn, claim_id, outcome, note, by, _now(), known)
+            row = self.review.record_outcome(conn, claim_id, outcome, note, by, utc_now(), known)
             self.ledger.append(conn, [LedgerEntry.of("outcome", row)])
             return row
 
@@ -273,8 +278,7 @@ class ClaimStore:
                  .order_by(self.claims.c.report_date, self.claims.c.claim_id))
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        frame = _typed(pd.DataFrame([tuple(r)[:len(self._field_names)] for r in rows], columns=self._field_names),
-                       CLAIM_FIELDS)
+        frame = self._frame([tuple(r)[:len(self._field_names)] for r in rows], self._field_names)
         outcomes = [r.outcome for r in rows]
         frame["is_fraud"] = pd.array([OUTCOME_LABELS[x][0] for x in outcomes], dtype="boolean")
         frame["paid_as_filed"] = pd.array([OUTCOME_LABELS[x][1] for x in outcomes], dtype="boolean")
@@ -287,17 +291,13 @@ class ClaimStore:
                                                             "provider_id") if getattr(claim, name) is not None]
         if not links:
             return []
-        query = (sa.select(c.claim_id, c.claimant_id, c.report_date, c.claim_amount, c.loss_type, *[
-            c[name] == value for name, value in links])
-            .where(sa.or_(*[c[name] == value for name, value in links]), c.claim_id != claim.claim_id)
-            .order_by(c.report_date.desc()).limit(limit))
-        out = []
-        for row in conn.execute(query):
-            values = tuple(row)
-            out.append({"claim_id": values[0], "claimant_id": values[1], "report_date": values[2],
-                        "claim_amount": values[3], "loss_type": values[4],
-                        "shares": [name for (name, _), hit in zip(links, values[5:]) if hit]})
-        return out
+        same = [c[name] == value for name, value in links]
+        shown = (c.claim_id, c.claimant_id, c.report_date, c.claim_amount, c.loss_type)
+        query = (sa.select(*shown, *same).where(sa.or_(*same), c.claim_id != claim.claim_id)
+                 .order_by(c.report_date.desc()).limit(limit))
+        return [dict(zip((col.name for col in shown), row[:len(shown)]))
+                | {"shares": [name for (name, _), hit in zip(links, row[len(shown):]) if hit]}
+                for row in conn.execute(query)]
 
     def decisions_for(self, claim_id: str) -> list[dict]:
         """Every decision given for a claim, oldest first."""
@@ -332,22 +332,11 @@ def _sqlite_pragmas(dbapi_connection, _record, autocheckpoint: bool = True) -> N
     cursor.close()
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
 def _claim_dict(row) -> dict:
     values = dict(row._mapping)
     values.pop("origin", None), values.pop("stored_at", None)
     extras = values.pop("extras", None)
     return {k: v for k, v in values.items() if v is not None} | (json.loads(extras) if extras else {})
-
-
-def _as_datetime(value) -> datetime | None:
-    """A MAX() over a date-time column: SQLite hands back text, PostgreSQL a datetime."""
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value)
 
 
 def _records(claims: pd.DataFrame) -> list[dict]:

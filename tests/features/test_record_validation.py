@@ -18,6 +18,7 @@ import pytest
 from features.record_validation import duplicate_errors, typed_frame, validate_record
 from features.schema import CLAIM_FIELDS, FIELDS_BY_NAME, REQUIRED_FIELDS, ClaimField
 from features.validation import validate_claims
+from tests.features.test_validation import claim as _claim
 from training.generate import generate_claims
 
 AS_OF = datetime(2025, 1, 15, 12, 0)  # inside the generated claims' span: later claims are in the future
@@ -325,19 +326,9 @@ def test_values_of_types_json_does_not_produce_go_to_the_frame_validator(wire_cl
 
 # --- behaviour, stated directly ------------------------------------------------------------------
 
-def _claim(**overrides) -> dict:
-    base = {
-        "claim_id": "C1", "policy_id": "P1", "claimant_id": "K1", "line_of_business": "auto",
-        "loss_type": "collision", "policy_start_date": "2024-01-01", "loss_date": "2024-03-01",
-        "report_date": "2024-03-02T09:30:00Z", "claim_amount": 2500.0, "coverage_limit": 50000,
-        "loss_hour": 14, "police_report": True, "witnesses": 1, "payee_account": "acct-1",
-    }
-    base.update(overrides)
-    return base
-
-
 def test_a_valid_claim_comes_back_typed():
-    typed, errors = validate_record(_claim(report_date="2024-03-02T11:30:45.9+02:00", police_report="false"))
+    typed, errors = validate_record(_claim(report_date="2024-03-02T11:30:45.9+02:00", police_report="false",
+                                           coverage_limit=50000))
     assert errors == []
     assert typed == {
         "claim_id": "C1", "policy_id": "P1", "claimant_id": "K1", "line_of_business": "auto",
