@@ -204,15 +204,30 @@ class FeatureBuilder:
         medians = claims.groupby(claims["loss_type"].astype("str"))["claim_amount"].median()
         return {str(k): float(v) for k, v in medians.items()}
 
-    def transform(self, claims: pd.DataFrame, history: pd.DataFrame | None = None) -> np.ndarray:
-        """The float64 model matrix (rows = claims, columns = `feature_names_`)."""
-        cols = self._columns(claims)
-        wanted = [s.name for s in self.specs_ if s.source == "history"]
-        hist = history_features(claims, history, wanted) if wanted else {}
-        matrix = np.empty((len(claims), len(self.specs_)), dtype=np.float64)
+    def transform(self, claims: pd.DataFrame, history: pd.DataFrame | None = None,
+                  history_values: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """The float64 model matrix (rows = claims, columns = `feature_names_`).
+
+        History features are counted over `history` (earlier claims; default the claims
+        themselves), unless `history_values` gives them already counted (the claim store does)."""
+        if history_values is None:
+            wanted = [s.name for s in self.specs_ if s.source == "history"]
+            history_values = history_features(claims, history, wanted) if wanted else {}
+        return self._matrix(self._columns(claims), len(claims), history_values)
+
+    def transform_records(self, claims: list[dict], history_values: dict[str, np.ndarray]) -> np.ndarray:
+        """Validated claims (canonical Python values, as `validate_record` gives them) to the model
+        matrix, with their history features already counted: `transform` without building a frame.
+
+        The columns are made from the Python values directly and go through the same vectorised
+        features as `transform`, so the two agree bit for bit (tests hold them side by side)."""
+        return self._matrix(self._record_list_columns(claims), len(claims), history_values)
+
+    def _matrix(self, cols: Columns, n: int, history_values: dict[str, np.ndarray]) -> np.ndarray:
+        matrix = np.empty((n, len(self.specs_)), dtype=np.float64)
         for j, spec in enumerate(self.specs_):
             if spec.source == "history":
-                matrix[:, j] = hist[spec.name]
+                matrix[:, j] = history_values[spec.name]
             elif spec.source == "passthrough":
                 matrix[:, j] = self._encode(spec, cols[spec.name]) if spec.kind == "categorical" else cols[spec.name]
             else:
@@ -284,6 +299,23 @@ class FeatureBuilder:
         codes[codes < 0] = np.nan  # unseen or missing category: LightGBM's missing branch
         return codes
 
+    def _record_list_columns(self, claims: list[dict]) -> Columns:
+        """`_columns` for validated Python values: numbers as float64 (NaN when absent), dates as
+        days since 1900, text as objects (None when absent)."""
+        cols: Columns = {}
+        for name in self.input_fields_:
+            values = [claim.get(name) for claim in claims]
+            present = next((v for v in values if v is not None), None)
+            if isinstance(present, datetime):
+                cols[name] = np.array([math.nan if v is None else (v - _EPOCH_1900) // _ONE_SECOND / SECONDS_PER_DAY
+                                       for v in values], dtype=np.float64)
+            elif isinstance(present, str) or (present is None and not self._is_numeric_field(name)):
+                cols[name] = np.array(values, dtype=object)
+            else:
+                cols[name] = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+        self._add_typical_amount(cols)
+        return cols
+
     def _columns(self, claims: pd.DataFrame) -> Columns:
         """Each needed input field as a float64 array (dates as days since 1900) or text array."""
         cols: Columns = {}
@@ -301,8 +333,11 @@ class FeatureBuilder:
                 cols[name] = series.to_numpy(dtype=np.float64, na_value=np.nan)
             else:
                 cols[name] = series.to_numpy(dtype=object, na_value=None)
+        self._add_typical_amount(cols)
+        return cols
+
+    def _add_typical_amount(self, cols: Columns) -> None:
         if "loss_type" in cols and "claim_amount" in cols:
             typical = pd.Series(cols["loss_type"]).map(self.typical_amount_).to_numpy(dtype=np.float64, na_value=np.nan)
             with np.errstate(divide="ignore", invalid="ignore"):
                 cols["amount_to_typical_for_loss_type"] = cols["claim_amount"] / typical
-        return cols

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from serving.bulk import insert_with_sqlalchemy
 from serving.clock import utc_now
 
 GENESIS = "0" * 64
@@ -236,7 +237,8 @@ _END = math.inf  # the position of problems with no ledger entry (rows never ent
 # --- the ledger -------------------------------------------------------------------------------
 
 class Ledger:
-    def __init__(self, metadata: sa.MetaData, name: str = "ledger"):
+    def __init__(self, metadata: sa.MetaData, name: str = "ledger",
+                 insert: Callable[[sa.Connection, sa.Table, list[dict]], None] = insert_with_sqlalchemy):
         """Defines the ledger table on `metadata` (create it with metadata.create_all)."""
         self.table = sa.Table(
             name, metadata,
@@ -253,6 +255,7 @@ class Ledger:
             # rowid), the new row is still entered and verify reports both entries.
             sa.Index(f"ix_{name}_kind_ref", "kind", "ref"),
         )
+        self._insert = insert  # how rows reach the table (a `serving.bulk.BulkInsert` in the store)
         self._lock_key = int.from_bytes(hashlib.sha256(f"claimtriage.ledger:{name}".encode()).digest()[:8],
                                         "big", signed=True)
 
@@ -288,7 +291,7 @@ class Ledger:
                    "content_digest": content_digest, "recorded_at": stamp, "prev_hash": prev}
             row["hash"] = prev = _entry_hash(row)
             rows.append(row)
-        conn.execute(t.insert(), rows)
+        self._insert(conn, t, rows)
 
     def head(self, conn: sa.Connection) -> tuple[int, str] | None:
         """(seq, hash) of the last entry, to keep outside the database as an anchor; None if empty."""

@@ -9,12 +9,15 @@ system for claims that never needed review (an auto-approved claim later found t
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
 
 from models.policy import AUTO_APPROVE
+from serving.bulk import insert_with_sqlalchemy
 from serving.clock import as_datetime
 
 OPEN, RESPONDED, RESOLVED = "open", "responded", "resolved"
@@ -83,6 +86,7 @@ class Review:
 
     cases: sa.Table
     outcomes: sa.Table
+    insert: Callable[[sa.Connection, sa.Table, list[dict]], None] = insert_with_sqlalchemy
 
     def open_or_follow(self, conn: sa.Connection, decisions: list[dict]) -> None:
         """In the decisions' own transaction: open a case for each decision needing a person, or
@@ -95,6 +99,7 @@ class Review:
             sa.select(c.id, c.claim_id).where(c.claim_id.in_([d["claim_id"] for d in needing]),
                                               c.status != RESOLVED))}
         fresh = []
+        moments = functools.lru_cache(maxsize=None)(as_datetime)  # a batch shares its deadlines: parse once
         for d in needing:
             deadlines = d["response"].get("deadlines") or {}
             values = {"decision_id": d["id"], "decision": d["decision"],
@@ -103,11 +108,10 @@ class Review:
                 conn.execute(self.cases.update().where(c.id == unresolved[d["claim_id"]]).values(**values))
             else:
                 fresh.append({**values, "claim_id": d["claim_id"], "status": OPEN, "opened_at": d["scored_at"],
-                              "respond_by": as_datetime(deadlines["respond_by"]),
-                              "resolve_by": as_datetime(deadlines["resolve_by"])})
+                              "respond_by": moments(deadlines["respond_by"]),
+                              "resolve_by": moments(deadlines["resolve_by"])})
                 unresolved[d["claim_id"]] = -1  # twice in one batch: the second follows the first
-        if fresh:
-            conn.execute(self.cases.insert(), fresh)
+        self.insert(conn, self.cases, fresh)
 
     @property
     def _next_deadline(self):

@@ -11,16 +11,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-import pandas as pd
 
-from features.record_validation import duplicate_errors, typed_frame, validate_record
+from features.record_validation import duplicate_errors, validate_record
 from features.schema import FIELD_NAMES
 from models.bundle import TriageBundle
 from models.config import Deadlines
 from models.explain import Explainer
-from models.policy import AUTO_APPROVE, RULE_TEXT, record_rule_hits, rule_hits
+from models.policy import AUTO_APPROVE, RULE_TEXT, record_rule_hits
 from serving.clock import utc_now
-from serving.store import HISTORY_COLUMNS, ClaimStore
+from serving.store import ClaimStore
 
 TOP_REASONS = 5
 
@@ -54,11 +53,11 @@ class Scorer:
         now = now or utc_now()
         if len(records) == 1:
             return ScoredBatch([self._score_one(records[0], explain, now)])
-        return self._score_frame(records, explain, now)
+        return self._score_many(records, explain, now)
 
-    def _score_frame(self, records: list[dict], explain: bool, now: datetime) -> ScoredBatch:
-        """Any number of claims: each validated on its own, then features, scores and reasons for all
-        valid ones at once through the vectorised pipeline training uses."""
+    def _score_many(self, records: list[dict], explain: bool, now: datetime) -> ScoredBatch:
+        """Any number of claims: each validated on its own, then history, features, scores and
+        reasons for all valid ones at once, in one transaction of the claim store."""
         fields = self.bundle.claim_fields
         results: list[dict | None] = [None] * len(records)
         checked = []
@@ -77,8 +76,14 @@ class Scorer:
                 valid.append(claim)
                 positions.append(i)
         if valid:
-            responses = self._decide(typed_frame(valid, fields), explain, now)
-            self.store.record(valid, responses, self.model_version)
+            with self.store.intake() as intake:
+                intake.put(valid)
+                history = intake.history(valid, self.history_features)
+                matrix = self.bundle.builder.transform_records(valid, history)
+                cap = self.bundle.targets.auto_approve_amount_cap
+                rules = [record_rule_hits(claim, cap) for claim in valid]
+                responses = self._responses([c["claim_id"] for c in valid], matrix, rules, explain, now)
+                intake.decide(valid, responses, self.model_version)
             for position, response in zip(positions, responses):
                 results[position] = response
         missing = [i for i, r in enumerate(results) if r is None]
@@ -92,22 +97,18 @@ class Scorer:
         errors += self._unknown_fields(record)
         if errors:
             return {"claim_id": _text(record.get("claim_id")), "errors": errors}
-        history = self.store.history_features_for(claim, self.history_features) if self.history_features else {}
-        matrix = self.bundle.builder.transform_record(claim, history)
-        rules = [record_rule_hits(claim, self.bundle.targets.auto_approve_amount_cap)]
-        response = self._responses([claim["claim_id"]], matrix, rules, explain, now)[0]
-        self.store.record([claim], [response], self.model_version)
+        with self.store.intake() as intake:
+            intake.put([claim])
+            history = {name: values[0] for name, values in intake.history([claim], self.history_features).items()}
+            matrix = self.bundle.builder.transform_record(claim, history)
+            rules = [record_rule_hits(claim, self.bundle.targets.auto_approve_amount_cap)]
+            response = self._responses([claim["claim_id"]], matrix, rules, explain, now)[0]
+            intake.decide([claim], [response], self.model_version)
         return response
 
     def _unknown_fields(self, record: dict) -> list[dict]:
         return [{"field": name, "value": None, "reason": "is not a field of the claim record"}
                 for name in sorted(set(record) - self.allowed_fields)]
-
-    def _decide(self, claims: pd.DataFrame, explain: bool, now: datetime) -> list[dict]:
-        history = self.store.history(claims, HISTORY_COLUMNS)
-        matrix = self.bundle.features(claims, history)
-        rules = rule_hits(claims, self.bundle.targets.auto_approve_amount_cap)
-        return self._responses(claims["claim_id"].tolist(), matrix, rules, explain, now)
 
     def _responses(self, claim_ids: list[str], matrix: np.ndarray, rules: list[list[str]], explain: bool,
                    now: datetime) -> list[dict]:

@@ -7,6 +7,7 @@ history); every decision is kept.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -14,7 +15,7 @@ import math
 import threading
 import time
 from datetime import datetime, timedelta
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ import sqlalchemy as sa
 from features.history import COUNTED_ENTITIES, SECONDS_PER_DAY, SHARED_ENTITIES, WINDOWS_DAYS
 from features.schema import CLAIM_FIELDS, ENTITY_FIELDS, FIELDS_BY_NAME, ClaimField
 from serving.access import Access
+from serving.bulk import BulkInsert, sqlite_datetime
 from serving.clock import as_datetime, utc_now
 from serving.ledger import Ledger, LedgerEntry, LedgerReport, table_rows
 from serving.review import OUTCOME_LABELS, Review, cases_table, outcomes_table
@@ -31,6 +33,7 @@ from serving.review import OUTCOME_LABELS, Review, cases_table, outcomes_table
 _SQL_TYPES = {"string": sa.String(128), "date": sa.DateTime(), "datetime": sa.DateTime(), "number": sa.Float(),
               "integer": sa.Integer(), "boolean": sa.Boolean()}
 SEED_CHUNK = 10_000
+_ONE_SECOND = timedelta(seconds=1)
 log = logging.getLogger("claimtriage.store")
 # What history features read of the stored claims.
 HISTORY_COLUMNS = ("claim_id", "report_date") + ENTITY_FIELDS
@@ -42,8 +45,19 @@ def _claims_table(metadata: sa.MetaData) -> sa.Table:
     columns += [sa.Column("extras", sa.Text(), nullable=True),
                 sa.Column("origin", sa.String(16), nullable=False),
                 sa.Column("stored_at", sa.DateTime(), nullable=False)]
-    indexes = [sa.Index(f"ix_claims_{name}", name) for name in ENTITY_FIELDS]
-    return sa.Table("claims", metadata, *columns, *indexes)
+    return sa.Table("claims", metadata, *columns, *_history_indexes())
+
+
+def _history_indexes() -> list[sa.Index]:
+    """Per entity, its claims in report order (and, for the shared ones, who made them): each history
+    feature of a claim is then a count over one range of one index, never a read of the table."""
+    indexes = [sa.Index(f"ix_claims_{field}_at", field, "report_date") for field in COUNTED_ENTITIES]
+    indexes += [sa.Index(f"ix_claims_{field}_at", field, "report_date", "claimant_id") for field in SHARED_ENTITIES]
+    return indexes
+
+
+# Single-column indexes of stores written before the composite ones: redundant, so dropped.
+_LEGACY_INDEXES = tuple(f"ix_claims_{name}" for name in ENTITY_FIELDS)
 
 
 def _decisions_table(metadata: sa.MetaData) -> sa.Table:
@@ -80,13 +94,32 @@ class ClaimStore:
         self.metadata = sa.MetaData()
         self.claims = _claims_table(self.metadata)
         self.decisions = _decisions_table(self.metadata)
-        self.review = Review(cases_table(self.metadata), outcomes_table(self.metadata))
-        self.ledger = Ledger(self.metadata)
+        self._bulk = BulkInsert(self.engine.dialect)
+        self.review = Review(cases_table(self.metadata), outcomes_table(self.metadata), insert=self._bulk)
+        self.ledger = Ledger(self.metadata, insert=self._bulk)
         self.access = Access(self.metadata)
         self.metadata.create_all(self.engine)
+        self._upgrade_indexes()
         self._field_names = [f.name for f in CLAIM_FIELDS]
-        # One aggregate query per (wanted features, entities a claim has): a handful in practice.
-        self._history_queries: dict[tuple, tuple] = {}
+        # Driver statements on the hot path take moments as the driver stores them (text on SQLite).
+        self._db_datetime = sqlite_datetime if self.engine.dialect.name == "sqlite" else (lambda v: v)
+        self._history_statements: dict[tuple[tuple[str, ...], int], tuple[str, list]] = {}
+
+    def _upgrade_indexes(self) -> None:
+        """A store created by an earlier version gets the history indexes (once; minutes for
+        millions of claims) and loses the single-column ones they replace."""
+        inspector = sa.inspect(self.engine)
+        have = {ix["name"] for ix in inspector.get_indexes(self.claims.name)}
+        missing = [ix for ix in self.claims.indexes if ix.name not in have]
+        legacy = [name for name in _LEGACY_INDEXES if name in have]
+        if not missing and not legacy:
+            return
+        with self.engine.begin() as conn:
+            for index in missing:
+                log.info("claim store: building index %s", index.name)
+                index.create(conn)
+            for name in legacy:
+                conn.exec_driver_sql(f"DROP INDEX {name}")
 
     def count_claims(self) -> int:
         with self.engine.connect() as conn:
@@ -121,97 +154,71 @@ class ClaimStore:
         with self.engine.connect() as conn:
             return self._frame(conn.execute(query).all(), names)
 
-    def history_features_for(self, claim: dict, wanted: Iterable[str]) -> dict[str, float]:
-        """History features of one validated claim, counted in the database in one query.
-
-        The same definitions as `features.history.history_features` over `history(...)`, bit for
-        bit (tests hold the two side by side), without moving the entities' claims into Python:
-        claims of the same entity reported in [t - window, t), days since the claimant's last
-        claim, and the distinct other claimants who used the same payee, phone or address before.
-        The claim's own earlier version (same claim_id) never counts.
-        """
-        wanted = tuple(sorted(wanted))
-        t = claim.get("report_date")
-        present = frozenset(f for f in ENTITY_FIELDS if claim.get(f) is not None) if t is not None else frozenset()
-        built = self._history_queries.get((wanted, present))
-        if built is None:
-            built = self._history_queries[(wanted, present)] = self._history_query(wanted, present)
-        query, keys = built
-        out = {name: math.nan for name in wanted}
-        if query is None:
-            return out
-        params = {f: claim[f] for f in present} | {"claim_id": claim["claim_id"], "t": t}
-        params |= {f"t_{days}": t - timedelta(days=days) for days in WINDOWS_DAYS}
-        with self.engine.connect() as conn:
-            row = conn.execute(query, params).one()
-        for name, value in zip(keys, row):
-            if name == "days_since_claimant_last_claim":
-                previous = as_datetime(value)  # MAX(): text from SQLite
-                out[name] = math.nan if previous is None else (t - previous) // timedelta(seconds=1) / SECONDS_PER_DAY
-            else:
-                out[name] = float(value or 0)
-        return out
-
-    def _history_query(self, wanted: tuple[str, ...], present: frozenset[str]):
-        """The aggregate query for a set of wanted features and the entities a claim has; built once."""
-        c = self.claims.c
-        t = sa.bindparam("t", type_=sa.DateTime())
-        columns, keys, matches = [], [], []
-
-        def add(name: str, expression) -> None:
-            columns.append(expression.label(f"f{len(columns)}"))
-            keys.append(name)
-
-        for field, prefix in COUNTED_ENTITIES.items():
-            names = [n for n in wanted if n.startswith(prefix + "_claims_")]
-            last = prefix == "claimant" and "days_since_claimant_last_claim" in wanted
-            if (not names and not last) or field not in present:
-                continue
-            same = c[field] == sa.bindparam(field, type_=sa.String())
-            matches.append(same)
-            for days in WINDOWS_DAYS:
-                if f"{prefix}_claims_{days}d" in wanted:
-                    inside = sa.and_(same, c.report_date >= sa.bindparam(f"t_{days}", type_=sa.DateTime()),
-                                     c.report_date < t)
-                    add(f"{prefix}_claims_{days}d", sa.func.count(sa.case((inside, 1))))
-            if last:
-                add("days_since_claimant_last_claim", sa.func.max(sa.case((sa.and_(same, c.report_date < t),
-                                                                             c.report_date))))
-        for field, prefix in SHARED_ENTITIES.items():
-            name = f"{prefix}_other_claimants"
-            if name not in wanted or field not in present or "claimant_id" not in present:
-                continue
-            same = c[field] == sa.bindparam(field, type_=sa.String())
-            matches.append(same)
-            other = sa.and_(same, c.claimant_id != sa.bindparam("claimant_id", type_=sa.String()), c.report_date < t)
-            add(name, sa.func.count(sa.distinct(sa.case((other, c.claimant_id)))))
-        if not columns:
-            return None, ()
-        query = sa.select(*columns).where(sa.or_(*matches), c.claim_id != sa.bindparam("claim_id", type_=sa.String()))
-        return query, tuple(keys)
+    @contextlib.contextmanager
+    def intake(self) -> Iterator[Intake]:
+        """One scoring transaction (see `Intake`): committed when the block ends, undone if it raises."""
+        with self.engine.begin() as conn:
+            yield Intake(self, conn)
 
     def record(self, claims: pd.DataFrame | list[dict], responses: list[dict], model_version: str) -> None:
         """Store the claims (replacing earlier versions of the same claim_id) and their decisions, atomically."""
-        now = utc_now()
         records = claims if isinstance(claims, list) else _records(claims)
-        rows = [_row(rec, "scored", now) for rec in records]
-        ids = [r["claim_id"] for r in rows]
-        decisions = [{
-            "claim_id": r["claim_id"], "model_version": str(model_version), "decision": resp["decision"],
-            "fraud_probability": resp["scores"]["fraud_probability"],
-            "approval_probability": resp["scores"].get("approval_probability"),
-            "anomaly_score": resp["scores"]["anomaly_score"],
-            "response": pydantic_core.to_json(resp, inf_nan_mode="null").decode(), "scored_at": now,
-        } for r, resp in zip(rows, responses)]
-        with self.engine.begin() as conn:
-            conn.execute(self.claims.delete().where(self.claims.c.claim_id.in_(ids)))
-            conn.execute(self.claims.insert(), rows)
-            stored = conn.execute(self.decisions.insert().returning(*self.decisions.c, sort_by_parameter_order=True),
-                                  decisions).all()
-            self.review.open_or_follow(conn, [{**row._mapping, "response": response}
-                                              for row, response in zip(stored, responses)])
-            # Last, as the ledger serialises writers until the commit: what was stored, hash-chained.
-            self.ledger.append(conn, [LedgerEntry.of("decision", row._mapping) for row in stored])
+        with self.intake() as intake:
+            intake.put(records)
+            intake.decide(records, responses, model_version)
+
+    def history_features(self, claims: list[dict], wanted: Iterable[str]) -> dict[str, np.ndarray]:
+        """The history features scoring these validated claims now would give them, without
+        keeping them: they are put in a transaction that is then rolled back (see `Intake.history`)."""
+        with self.engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                intake = Intake(self, conn)
+                intake.put(claims)
+                return intake.history(claims, wanted)
+            finally:
+                transaction.rollback()
+
+    def _history_statement(self, wanted: tuple[str, ...], n: int) -> tuple[str, list[tuple[str, str, str]]]:
+        """The statement for `n` claims (see `_build_history_statement`), kept for the common shapes."""
+        key = (wanted, n)
+        found = self._history_statements.get(key)
+        if found is None:
+            found = self._build_history_statement(wanted, n)
+            if len(self._history_statements) < 64:
+                self._history_statements[key] = found
+        return found
+
+    def _build_history_statement(self, wanted: tuple[str, ...], n: int) -> tuple[str, list[tuple[str, str, str]]]:
+        """One statement counting the history features of `n` claims, given as a VALUES list.
+
+        Each feature is a correlated count over one range of one composite index: claims of the
+        same entity reported in [t - window, t), the latest report before t, or the distinct other
+        claimants before t. Driver SQL, the same text on SQLite and PostgreSQL but for the
+        placeholder: building it through the expression language cost more than running it."""
+        table = self.claims.name
+        columns, selects = [], []
+        for field, prefix in COUNTED_ENTITIES.items():
+            for days in WINDOWS_DAYS:
+                name = f"{prefix}_claims_{days}d"
+                if name in wanted:
+                    columns.append((name, field, "count"))
+                    selects.append(f"(SELECT count(*) FROM {table} c WHERE c.{field} = b.{field} "
+                                   f"AND c.report_date >= b.t_{days} AND c.report_date < b.t)")
+        if "days_since_claimant_last_claim" in wanted:
+            columns.append(("days_since_claimant_last_claim", "claimant_id", "last"))
+            selects.append(f"(SELECT max(c.report_date) FROM {table} c WHERE c.claimant_id = b.claimant_id "
+                           f"AND c.report_date < b.t)")
+        for field, prefix in SHARED_ENTITIES.items():
+            name = f"{prefix}_other_claimants"
+            if name in wanted:
+                columns.append((name, field, "others"))
+                selects.append(f"(SELECT count(DISTINCT c.claimant_id) FROM {table} c WHERE c.{field} = b.{field} "
+                               f"AND c.report_date < b.t AND c.claimant_id <> b.claimant_id)")
+        row = "(" + ", ".join([self._bulk.placeholder] * (2 + len(WINDOWS_DAYS) + len(ENTITY_FIELDS))) + ")"
+        names = ", ".join(("i", "t", *(f"t_{days}" for days in WINDOWS_DAYS), *ENTITY_FIELDS))
+        sql = f"WITH b({names}) AS (VALUES {', '.join([row] * n)}) SELECT b.i, {', '.join(selects)} FROM b"
+        return sql, columns
 
     # --- review workflow ---------------------------------------------------------------------
 
@@ -310,6 +317,100 @@ class ClaimStore:
         return _typed(frame, tuple(FIELDS_BY_NAME[n] for n in names))
 
 
+class Intake:
+    """One scoring transaction on one connection.
+
+    The claims go in first (`put`, replacing earlier versions of the same claim_id), so `history`
+    counts them exactly as the offline pipeline counts a batch that is its own history: a claim
+    sees the other claims of its batch reported before it, and never an older version of itself.
+    Then `decide` adds the decisions, review cases and ledger entries. Nothing is kept unless all
+    of it commits. On SQLite the database's write lock is held from `put` to the commit.
+    """
+
+    HISTORY_CHUNK = 400  # claims per history statement: 10 values each, far below any driver's limit
+
+    def __init__(self, store: ClaimStore, conn: sa.Connection) -> None:
+        self.store = store
+        self.conn = conn
+
+    def put(self, claims: list[dict], origin: str = "scored") -> None:
+        """Store validated claims (canonical Python values), replacing earlier versions of each claim_id."""
+        stored_at = utc_now()
+        rows = [_row(claim, origin, stored_at) for claim in claims]
+        table = self.store.claims
+        self.store._bulk.delete_in(self.conn, table, "claim_id", [r["claim_id"] for r in rows])
+        self.store._bulk(self.conn, table, rows)
+
+    def history(self, claims: list[dict], wanted: Iterable[str]) -> dict[str, np.ndarray]:
+        """History features of claims already `put`, counted in the database: float64 arrays in
+        the claims' order, equal bit for bit to `features.history.history_features` over the same
+        claims and stored history (tests hold the two side by side). Missing where the claim lacks
+        the entity (or, for the shared ones, its claimant)."""
+        wanted = tuple(sorted(wanted))
+        out = {name: np.full(len(claims), np.nan) for name in wanted}
+        if not claims or not wanted:
+            return out
+        as_db = self.store._db_datetime
+        windows = [timedelta(days=days) for days in WINDOWS_DAYS]
+        rows = []
+        for start in range(0, len(claims), self.HISTORY_CHUNK):
+            chunk = claims[start:start + self.HISTORY_CHUNK]
+            sql, columns = self.store._history_statement(wanted, len(chunk))
+            params: list = []
+            for i, claim in enumerate(chunk, start):
+                t = claim["report_date"]
+                params += [i, as_db(t), *[as_db(t - window) for window in windows]]
+                params += [claim.get(field) for field in ENTITY_FIELDS]
+            rows += self.conn.exec_driver_sql(sql, tuple(params)).all()
+        order = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        # No entity, no history: missing, as the offline pipeline has it (the shared entities also
+        # need the claimant, to tell the others apart).
+        lacking = {field: np.fromiter((claim.get(field) is None for claim in claims), dtype=bool, count=len(claims))
+                   for field in ENTITY_FIELDS}
+        for k, (name, field, kind) in enumerate(columns, start=1):
+            if kind == "last":
+                values = np.array([math.nan if row[k] is None else
+                                   (claims[row[0]]["report_date"] - as_datetime(row[k])) // _ONE_SECOND
+                                   for row in rows], dtype=np.float64) / SECONDS_PER_DAY
+            else:
+                values = np.fromiter((row[k] for row in rows), dtype=np.float64, count=len(rows))
+            out[name][order] = values
+            missing = lacking[field] | lacking["claimant_id"] if kind == "others" else lacking[field]
+            out[name][missing] = np.nan
+        return out
+
+    def decide(self, claims: list[dict], responses: list[dict], model_version: str) -> None:
+        """The claims' decisions (one per claim, in order), their review cases and ledger entries."""
+        now = utc_now()
+        ids = self._decision_ids(len(claims))
+        decisions = [{
+            "id": id_, "claim_id": claim["claim_id"], "model_version": str(model_version),
+            "decision": resp["decision"],
+            "fraud_probability": resp["scores"]["fraud_probability"],
+            "approval_probability": resp["scores"].get("approval_probability"),
+            "anomaly_score": resp["scores"]["anomaly_score"],
+            "response": pydantic_core.to_json(resp, inf_nan_mode="null").decode(), "scored_at": now,
+        } for id_, claim, resp in zip(ids, claims, responses)]
+        self.store._bulk(self.conn, self.store.decisions, decisions)
+        self.store.review.open_or_follow(self.conn, [{**row, "response": response}
+                                                     for row, response in zip(decisions, responses)])
+        # Last, as the ledger serialises writers until the commit: what was stored, hash-chained.
+        self.store.ledger.append(self.conn, [LedgerEntry.of("decision", row) for row in decisions])
+
+    def _decision_ids(self, n: int) -> list[int]:
+        """Ids for `n` new decisions, increasing, given before the insert so that no row has to
+        come back from the database (SQLite returns inserted rows one statement at a time)."""
+        if self.conn.dialect.name == "postgresql":
+            ids = self.conn.exec_driver_sql(
+                "SELECT nextval(pg_get_serial_sequence('decisions', 'id')) FROM generate_series(1, %s)", (n,))
+            return sorted(ids.scalars())
+        # SQLite: take the write lock (a write that changes nothing), then count on from the
+        # highest id, as SQLite itself would; no other writer can come in before the commit.
+        self.conn.exec_driver_sql("UPDATE decisions SET id = id WHERE 0 = 1")
+        highest = self.conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM decisions").scalar_one()
+        return list(range(highest + 1, highest + 1 + n))
+
+
 def _checkpoint_forever(engine: sa.Engine, every_seconds: float = 0.5) -> None:
     while True:
         time.sleep(every_seconds)
@@ -343,21 +444,23 @@ def _records(claims: pd.DataFrame) -> list[dict]:
     return claims.astype(object).where(claims.notna(), None).to_dict(orient="records")
 
 
+_CANONICAL = tuple(f.name for f in CLAIM_FIELDS)
+_CANONICAL_SET = frozenset(_CANONICAL)
+
+
 def _row(record: dict, origin: str, stored_at: datetime) -> dict:
-    row = {}
+    """A claim as a row of the claims table: canonical fields (None where absent), extra_ fields as JSON."""
+    row = dict.fromkeys(_CANONICAL)
     extras = {}
-    canonical = {f.name for f in CLAIM_FIELDS}
     for key, value in record.items():
         if isinstance(value, pd.Timestamp):
             value = value.to_pydatetime()
         elif isinstance(value, np.generic):
             value = value.item()
-        if key in canonical:
+        if key in _CANONICAL_SET:
             row[key] = value
         elif key.startswith("extra_"):
             extras[key] = value
-    for name in canonical - row.keys():
-        row[name] = None
     row.update(extras=json.dumps(extras) if extras else None, origin=origin, stored_at=stored_at)
     return row
 

@@ -132,3 +132,38 @@ def test_one_claim_online_equals_the_offline_batch_exactly(typed_claims):
         # The store holds everything, later claims included; only earlier ones may count.
         online = builder.transform(one, history=related_history(claims, claims.iloc[i]))
         np.testing.assert_array_equal(online[0], offline[i], err_msg=f"claim {claims['claim_id'].iloc[i]}")
+
+
+def _python_values(claims: pd.DataFrame) -> list[dict]:
+    """Typed claim rows as the service holds them after validation: Python values, missing ones absent."""
+    out = []
+    for _, claim in claims.iterrows():
+        record = {}
+        for name, value in claim.items():
+            if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
+                continue
+            record[name] = value.to_pydatetime() if isinstance(value, pd.Timestamp) else \
+                value.item() if isinstance(value, np.generic) else value
+        out.append(record)
+    return out
+
+
+def test_validated_records_give_the_frame_pipeline_matrix_exactly(typed_claims):
+    builder = FeatureBuilder().fit(typed_claims)
+    claims = typed_claims.sample(600, random_state=3).reset_index(drop=True)
+    # Optional fields missing here and there, an unseen category, and a field no claim has.
+    claims.loc[::7, "claimant_age"] = pd.NA
+    claims.loc[::5, "customer_since"] = pd.NaT
+    claims.loc[::11, "region"] = None
+    claims.loc[3, "loss_type"] = "meteorite"
+    claims = claims.drop(columns=["deductible"])
+    names = [s.name for s in builder.specs_ if s.source == "history"]
+    history = {name: np.arange(len(claims), dtype=np.float64) + k for k, name in enumerate(names)}
+    frame_matrix = builder.transform(claims, history_values=history)
+    record_matrix = builder.transform_records(_python_values(claims), history)
+    np.testing.assert_array_equal(record_matrix, frame_matrix)
+    assert np.isnan(record_matrix[3, builder.feature_names_.index("loss_type")])
+    for i in (0, 1, 2):  # and each row as transform_record gives it alone
+        record = _python_values(claims.iloc[[i]])[0]
+        np.testing.assert_array_equal(builder.transform_record(record, {n: v[i] for n, v in history.items()})[0],
+                                      frame_matrix[i])

@@ -1,4 +1,5 @@
-"""One claim takes a pandas-free fast path; it must answer exactly as the vectorised pipeline does."""
+"""One claim takes its own fast path; it must answer exactly as the batch path does (whose features
+the store and feature tests hold to the offline pipeline)."""
 
 import copy
 from datetime import datetime
@@ -48,7 +49,7 @@ def scorers(fitted_run, typed_claims, tmp_path_factory):
     return pair
 
 
-def test_one_claim_answers_exactly_as_the_vectorised_pipeline(scorers, fitted_run, typed_claims):
+def test_one_claim_answers_exactly_as_the_batch_path(scorers, fitted_run, typed_claims):
     fast, frame = scorers
     new = generate_claims(2_000, seed=21).sort_values("report_date").iloc[-120:].reset_index(drop=True)
     # Reuse known entities so history features are non-trivial: repeat claimants, shared payees.
@@ -61,13 +62,13 @@ def test_one_claim_answers_exactly_as_the_vectorised_pipeline(scorers, fitted_ru
     for claim in claims:
         for record in [claim] + _bad_variants(claim)[:3]:
             one = fast.score([copy.deepcopy(record)], explain=True, now=NOW).results[0]
-            other = frame._score_frame([copy.deepcopy(record)], explain=True, now=NOW).results[0]
+            other = frame._score_many([copy.deepcopy(record)], explain=True, now=NOW).results[0]
             assert one == other, record
             _conforms(one)
             decided.add(one.get("decision"))
     for record in _bad_variants(claims[0]):
         one = fast.score([copy.deepcopy(record)], now=NOW).results[0]
-        other = frame._score_frame([copy.deepcopy(record)], explain=True, now=NOW).results[0]
+        other = frame._score_many([copy.deepcopy(record)], explain=True, now=NOW).results[0]
         assert "errors" in one and one == other, record
     assert len(decided - {None}) >= 2  # the comparison covered more than one outcome
     batch = fast.score(claims[:20] + _bad_variants(claims[20])[:2], now=NOW)

@@ -113,15 +113,49 @@ def test_one_claim_features_in_sql_and_plain_python_equal_the_frame_pipeline(sto
                    | set(range(5, 6000, 500)))
     assert len(picks) > 200
     candidates = pd.concat([claims, edges], ignore_index=True)
-    for i in picks + list(range(len(claims), len(candidates))):
+    rows = picks + list(range(len(claims), len(candidates)))
+    for i in rows:
         one = candidates.iloc[[i]]
         record = _python_record(one.iloc[0])
         frame_history = history_features(one, store.history(one), names)
-        sql_history = store.history_features_for(record, names)
+        sql_history = store.history_features([record], names)
         for name in names:
-            np.testing.assert_array_equal(sql_history[name], frame_history[name][0], err_msg=f"{name} row {i}")
-        np.testing.assert_array_equal(builder.transform_record(record, sql_history),
+            np.testing.assert_array_equal(sql_history[name], frame_history[name], err_msg=f"{name} row {i}")
+        single = {name: values[0] for name, values in sql_history.items()}
+        np.testing.assert_array_equal(builder.transform_record(record, single),
                                       builder.transform(one, history=store.history(one)), err_msg=f"row {i}")
+    # A whole batch at once: its claims count each other (reported earlier, not at the same
+    # second), and a claim already stored counts once, in its new version.
+    batch = candidates.iloc[rows].reset_index(drop=True)
+    records = [_python_record(row) for _, row in batch.iterrows()]
+    frame_history = history_features(batch, store.history(batch), names)
+    sql_history = store.history_features(records, names)
+    for name in names:
+        np.testing.assert_array_equal(sql_history[name], frame_history[name], err_msg=name)
+    assert any(sql_history[n].max() > frame_history[n].min() for n in names)  # not all missing or zero
+    np.testing.assert_array_equal(builder.transform_records(records, sql_history),
+                                  builder.transform(batch, history=store.history(batch)))
+    assert store.count_claims() == 5000 + len(twins)  # asking for features kept nothing
+
+
+def test_a_batch_counts_its_own_earlier_claims_as_the_offline_pipeline_does(store, typed_claims):
+    """Claims of one entity sent together: each sees those of the batch reported before it."""
+    claims = typed_claims.head(300).copy()
+    store.seed(claims.head(100))
+    batch = claims.iloc[100:160].copy()
+    batch.loc[batch.index[::2], "claimant_id"] = claims["claimant_id"].iloc[3]  # one claimant, known to the store
+    batch["payee_account"] = "PAYEE-SHARED"                                     # one payee, many claimants
+    batch["report_date"] = batch["report_date"].iloc[0] + pd.to_timedelta(np.arange(60) // 4, unit="D")
+    builder = FeatureBuilder().fit(claims)
+    names = [s.name for s in builder.specs_ if s.source == "history"]
+    records = [_python_record(row) for _, row in batch.iterrows()]
+    online = store.history_features(records, names)
+    offline = history_features(batch, store.history(batch), names)
+    for name in names:
+        np.testing.assert_array_equal(online[name], offline[name], err_msg=name)
+    counts = online["claimant_claims_365d"]
+    assert counts[4] > counts[2] == counts[0]  # the same second: not before each other
+    assert online["payee_account_other_claimants"][-1] > 0
 
 
 @pytest.mark.parametrize("background", [True, False])
@@ -140,4 +174,22 @@ def test_the_service_folds_the_log_into_the_database_off_the_request_path(tmp_pa
     # Pages reach the database file only through a checkpoint; SQLite's own threshold (1,000
     # log frames) is not reached by these few commits, so only the background thread grows the file.
     assert (path.stat().st_size > size) == background
+    assert store.count_claims() == 50
+
+
+def test_a_store_from_before_the_history_indexes_gets_them_on_opening(store_url, typed_claims):
+    import sqlalchemy as sa
+
+    old = ClaimStore(store_url)
+    old.seed(typed_claims.head(50))
+    with old.engine.begin() as conn:  # as an earlier version left it: one single-column index per entity
+        for index in old.claims.indexes:
+            conn.exec_driver_sql(f"DROP INDEX {index.name}")
+        for name in ("claimant_id", "policy_id", "payee_account", "claimant_phone", "claimant_address", "provider_id"):
+            conn.exec_driver_sql(f"CREATE INDEX ix_claims_{name} ON claims ({name})")
+    old.engine.dispose()
+    store = ClaimStore(store_url)
+    names = {ix["name"] for ix in sa.inspect(store.engine).get_indexes("claims")}
+    assert names == {ix.name for ix in store.claims.indexes}
+    assert all(ix.name.endswith("_at") for ix in store.claims.indexes) and len(names) == 6
     assert store.count_claims() == 50
