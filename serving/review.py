@@ -98,20 +98,21 @@ class Review:
         unresolved = {row.claim_id: row.id for row in conn.execute(
             sa.select(c.id, c.claim_id).where(c.claim_id.in_([d["claim_id"] for d in needing]),
                                               c.status != RESOLVED))}
-        fresh = []
+        fresh: dict[str, dict] = {}
         moments = functools.lru_cache(maxsize=None)(as_datetime)  # a batch shares its deadlines: parse once
         for d in needing:
             deadlines = d["response"].get("deadlines") or {}
             values = {"decision_id": d["id"], "decision": d["decision"],
                       "fraud_probability": d["fraud_probability"], "anomaly_score": d["anomaly_score"]}
-            if d["claim_id"] in unresolved:
+            if d["claim_id"] in fresh:  # twice in one call: the new case follows the later decision
+                fresh[d["claim_id"]].update(values)
+            elif d["claim_id"] in unresolved:
                 conn.execute(self.cases.update().where(c.id == unresolved[d["claim_id"]]).values(**values))
             else:
-                fresh.append({**values, "claim_id": d["claim_id"], "status": OPEN, "opened_at": d["scored_at"],
-                              "respond_by": moments(deadlines["respond_by"]),
-                              "resolve_by": moments(deadlines["resolve_by"])})
-                unresolved[d["claim_id"]] = -1  # twice in one batch: the second follows the first
-        self.insert(conn, self.cases, fresh)
+                fresh[d["claim_id"]] = {**values, "claim_id": d["claim_id"], "status": OPEN,
+                                        "opened_at": d["scored_at"], "respond_by": moments(deadlines["respond_by"]),
+                                        "resolve_by": moments(deadlines["resolve_by"])}
+        self.insert(conn, self.cases, list(fresh.values()))
 
     @property
     def _next_deadline(self):

@@ -35,8 +35,6 @@ _SQL_TYPES = {"string": sa.String(128), "date": sa.DateTime(), "datetime": sa.Da
 SEED_CHUNK = 10_000
 _ONE_SECOND = timedelta(seconds=1)
 log = logging.getLogger("claimtriage.store")
-# What history features read of the stored claims.
-HISTORY_COLUMNS = ("claim_id", "report_date") + ENTITY_FIELDS
 
 
 def _claims_table(metadata: sa.MetaData) -> sa.Table:
@@ -139,7 +137,7 @@ class ClaimStore:
     def history(self, claims: pd.DataFrame, columns: Iterable[str] | None = None) -> pd.DataFrame:
         """Every stored claim sharing an entity (claimant, policy, payee, phone, address, provider) with `claims`.
 
-        `columns` limits what is read back (HISTORY_COLUMNS is all history features need).
+        `columns` limits what is read back.
         """
         names = self._field_names if columns is None else [n for n in self._field_names if n in set(columns)]
         conditions = []

@@ -108,3 +108,16 @@ def test_a_case_shows_the_claims_sharing_its_payee_phone_address_or_provider(sto
     shares = {r["claim_id"]: r["shares"] for r in ring}
     assert shares[claims["claim_id"].iloc[1]][0] == "payee_account"
     assert "claimant_phone" in shares[claims["claim_id"].iloc[2]]
+
+
+def test_two_decisions_for_one_claim_in_one_call_open_one_case_that_follows_the_later(store):
+    later = {"respond_by": "2026-11-27T09:00:00Z", "resolve_by": "2026-11-29T09:00:00Z"}
+    rows = [{"id": 9001, "claim_id": "TWICE-1", "decision": "STANDARD_REVIEW", "fraud_probability": 0.1,
+             "anomaly_score": 0.2, "scored_at": NOW, "response": {"deadlines": later}},
+            {"id": 9002, "claim_id": "TWICE-1", "decision": "SIU_REFERRAL", "fraud_probability": 0.7,
+             "anomaly_score": 0.3, "scored_at": NOW, "response": {"deadlines": later}}]
+    with store.engine.begin() as conn:
+        store.review.open_or_follow(conn, rows)
+    cases = [c for c in store.queue(now=NOW) if c["claim_id"] == "TWICE-1"]
+    assert len(cases) == 1
+    assert (cases[0]["decision"], cases[0]["decision_id"], cases[0]["fraud_probability"]) == ("SIU_REFERRAL", 9002, 0.7)
