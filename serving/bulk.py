@@ -52,6 +52,10 @@ class BulkInsert:
                 v[j] = text
         conn.exec_driver_sql(sql, [tuple(v) for v in values])
 
+    def moment(self, value: datetime | None):
+        """A date-time as this driver stores it for SQLAlchemy's DateTime (text on SQLite)."""
+        return sqlite_datetime(value) if self.dialect.name == "sqlite" else value
+
     def delete_in(self, conn: sa.Connection, table: sa.Table, column: str, keys: Sequence, chunk: int = 500) -> None:
         """DELETE the rows whose `column` is one of `keys`."""
         quote = self.dialect.identifier_preparer.quote

@@ -280,7 +280,7 @@ class Ledger:
                 raise ValueError(f"{e.kind} {e.ref}: entry claim {e.claim_id!r} is not the row's "
                                  f"{e.content['claim_id']!r}")
             pending.append((e, digest(e.content)))  # before the lock: unrepresentable content fails early
-        self._lock(conn)
+        self.lock(conn)
         t = self.table
         last = conn.execute(sa.select(t.c.seq, t.c.hash).order_by(t.c.seq.desc()).limit(1)).first()
         seq, prev = (last.seq, last.hash) if last is not None else (0, GENESIS)
@@ -299,7 +299,8 @@ class Ledger:
         last = conn.execute(sa.select(t.c.seq, t.c.hash).order_by(t.c.seq.desc()).limit(1)).first()
         return None if last is None else (last.seq, last.hash)
 
-    def _lock(self, conn: sa.Connection) -> None:
+    def lock(self, conn: sa.Connection) -> None:
+        """Serialise appenders until the transaction ends (on SQLite: the database's write lock)."""
         dialect = conn.dialect.name
         if dialect == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._lock_key})

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from features.history import COUNTED_ENTITIES, SECONDS_PER_DAY, SHARED_ENTITIES, WINDOWS_DAYS
 from features.schema import CLAIM_FIELDS, ENTITY_FIELDS, FIELDS_BY_NAME, ClaimField
 from serving.access import Access
-from serving.bulk import BulkInsert, sqlite_datetime
+from serving.bulk import BulkInsert
 from serving.clock import as_datetime, utc_now
 from serving.ledger import Ledger, LedgerEntry, LedgerReport, table_rows
 from serving.review import OUTCOME_LABELS, Review, cases_table, outcomes_table
@@ -99,8 +99,6 @@ class ClaimStore:
         self.metadata.create_all(self.engine)
         self._upgrade_indexes()
         self._field_names = [f.name for f in CLAIM_FIELDS]
-        # Driver statements on the hot path take moments as the driver stores them (text on SQLite).
-        self._db_datetime = sqlite_datetime if self.engine.dialect.name == "sqlite" else (lambda v: v)
         self._history_statements: dict[tuple[tuple[str, ...], int], tuple[str, list]] = {}
 
     def _upgrade_indexes(self) -> None:
@@ -131,7 +129,7 @@ class ClaimStore:
             existing = set(conn.execute(sa.select(self.claims.c.claim_id)).scalars())
             fresh = [r for r in rows if r["claim_id"] not in existing]
             for start in range(0, len(fresh), SEED_CHUNK):
-                conn.execute(self.claims.insert(), fresh[start:start + SEED_CHUNK])
+                self._bulk(conn, self.claims, fresh[start:start + SEED_CHUNK])
         return len(fresh)
 
     def history(self, claims: pd.DataFrame, columns: Iterable[str] | None = None) -> pd.DataFrame:
@@ -348,7 +346,7 @@ class Intake:
         out = {name: np.full(len(claims), np.nan) for name in wanted}
         if not claims or not wanted:
             return out
-        as_db = self.store._db_datetime
+        as_db = self.store._bulk.moment  # driver SQL: moments as the driver stores them
         windows = [timedelta(days=days) for days in WINDOWS_DAYS]
         rows = []
         for start in range(0, len(claims), self.HISTORY_CHUNK):
@@ -402,9 +400,9 @@ class Intake:
             ids = self.conn.exec_driver_sql(
                 "SELECT nextval(pg_get_serial_sequence('decisions', 'id')) FROM generate_series(1, %s)", (n,))
             return sorted(ids.scalars())
-        # SQLite: take the write lock (a write that changes nothing), then count on from the
-        # highest id, as SQLite itself would; no other writer can come in before the commit.
-        self.conn.exec_driver_sql("UPDATE decisions SET id = id WHERE 0 = 1")
+        # SQLite: with the database's write lock held (the ledger's lock is that lock), count on
+        # from the highest id, as SQLite itself would; no other writer comes in before the commit.
+        self.store.ledger.lock(self.conn)
         highest = self.conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM decisions").scalar_one()
         return list(range(highest + 1, highest + 1 + n))
 
