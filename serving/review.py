@@ -9,7 +9,6 @@ system for claims that never needed review (an auto-approved claim later found t
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -99,19 +98,28 @@ class Review:
             sa.select(c.id, c.claim_id).where(c.claim_id.in_([d["claim_id"] for d in needing]),
                                               c.status != RESOLVED))}
         fresh: dict[str, dict] = {}
-        moments = functools.lru_cache(maxsize=None)(as_datetime)  # a batch shares its deadlines: parse once
+        followed: dict[int, dict] = {}  # open case id -> its newest decision
+        moments: dict[str, datetime] = {}  # a batch shares its deadlines: parse each once
         for d in needing:
-            deadlines = d["response"].get("deadlines") or {}
             values = {"decision_id": d["id"], "decision": d["decision"],
                       "fraud_probability": d["fraud_probability"], "anomaly_score": d["anomaly_score"]}
             if d["claim_id"] in fresh:  # twice in one call: the new case follows the later decision
                 fresh[d["claim_id"]].update(values)
             elif d["claim_id"] in unresolved:
-                conn.execute(self.cases.update().where(c.id == unresolved[d["claim_id"]]).values(**values))
+                followed[unresolved[d["claim_id"]]] = values
             else:
+                deadlines = d["response"].get("deadlines") or {}
+                for text in (deadlines["respond_by"], deadlines["resolve_by"]):
+                    if text not in moments:
+                        moments[text] = as_datetime(text)
                 fresh[d["claim_id"]] = {**values, "claim_id": d["claim_id"], "status": OPEN,
-                                        "opened_at": d["scored_at"], "respond_by": moments(deadlines["respond_by"]),
-                                        "resolve_by": moments(deadlines["resolve_by"])}
+                                        "opened_at": d["scored_at"], "respond_by": moments[deadlines["respond_by"]],
+                                        "resolve_by": moments[deadlines["resolve_by"]]}
+        if followed:  # one statement for all re-scored claims (a re-sent batch follows hundreds)
+            conn.execute(self.cases.update().where(c.id == sa.bindparam("case_id")).values(
+                {name: sa.bindparam(f"new_{name}") for name in next(iter(followed.values()))}),
+                [{"case_id": case_id, **{f"new_{k}": v for k, v in values.items()}}
+                 for case_id, values in followed.items()])
         self.insert(conn, self.cases, list(fresh.values()))
 
     @property

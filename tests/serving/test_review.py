@@ -3,6 +3,7 @@
 from datetime import datetime
 
 import pytest
+import sqlalchemy as sa
 
 from serving.review import RESOLVED, RESPONDED, ReviewError
 from serving.store import ClaimStore
@@ -121,3 +122,26 @@ def test_two_decisions_for_one_claim_in_one_call_open_one_case_that_follows_the_
     cases = [c for c in store.queue(now=NOW) if c["claim_id"] == "TWICE-1"]
     assert len(cases) == 1
     assert (cases[0]["decision"], cases[0]["decision_id"], cases[0]["fraud_probability"]) == ("SIU_REFERRAL", 9002, 0.7)
+
+
+def test_rescoring_a_batch_moves_each_open_case_to_its_own_newest_decision(store, typed_claims):
+    claims = typed_claims.iloc[330:334]
+    first = decision("STANDARD_REVIEW", 0.1, "2026-11-26T10:00:00Z", "2026-11-28T10:00:00Z")
+    store.record(claims, [first] * 4, "1")
+    later = [decision(kind, p, "2026-11-27T10:00:00Z", "2026-11-29T10:00:00Z")
+             for kind, p in [("SIU_REFERRAL", 0.7), ("ENHANCED_REVIEW", 0.2), ("AUTO_APPROVE", 0.01),
+                             ("STANDARD_REVIEW", 0.15)]]
+    store.record(claims, later, "2")
+    ids = claims["claim_id"].tolist()
+    cases = {c["claim_id"]: c for c in store.queue(now=NOW) if c["claim_id"] in ids}
+    assert len(cases) == 4  # one case per claim, none opened twice
+    got = {i: (cases[i]["decision"], cases[i]["fraud_probability"]) for i in ids}
+    # An automatic approval on re-scoring does not close a case a person holds: it keeps its decision.
+    assert got == {ids[0]: ("SIU_REFERRAL", 0.7), ids[1]: ("ENHANCED_REVIEW", 0.2),
+                   ids[2]: ("STANDARD_REVIEW", 0.1), ids[3]: ("STANDARD_REVIEW", 0.15)}
+    assert {cases[i]["respond_by"] for i in ids} == {datetime(2026, 11, 26, 10)}  # the clock started at first notice
+    d = store.decisions.c
+    with store.engine.connect() as conn:
+        newest = dict(conn.execute(sa.select(d.claim_id, sa.func.max(d.id)).where(d.claim_id.in_(ids))
+                                   .group_by(d.claim_id)).all())
+    assert [cases[i]["decision_id"] == newest[i] for i in ids] == [True, True, False, True]
