@@ -15,8 +15,8 @@ pytestmark = pytest.mark.slow
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "01_claims_and_champion.ipynb"
 
 
-def test_notebook_runs_against_the_champion(tmp_path, mlflow_home):
-    result = run_training(generate_claims(8_000, seed=4), mlflow_home, source="fixture")
+def test_notebook_runs_against_the_champion(tmp_path, few_folds):
+    result = run_training(generate_claims(8_000, seed=4), few_folds, source="fixture")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), \
         "commit the notebook with its outputs cleared"

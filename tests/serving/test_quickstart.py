@@ -26,10 +26,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_on_an_empty_registry_trains_a_synthetic_champion_then_answers(tmp_path):
+def test_serve_on_an_empty_registry_trains_a_synthetic_champion_then_answers(tmp_path, few_folds):
     port = _free_port()
-    config = tmp_path / "claimtriage.toml"
-    config.write_text("[serving]\nsynthetic_claims_if_no_champion = 6000\n")
+    config = tmp_path / "claimtriage.toml"  # written by `few_folds`: two folds, once
+    config.write_text(config.read_text() + "[serving]\nsynthetic_claims_if_no_champion = 6000\n")
     env = {**os.environ, "CLAIMTRIAGE_HOME": str(tmp_path), "CLAIMTRIAGE_CONFIG": str(config),
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
            "CLAIMTRIAGE_DATABASE_URL": f"sqlite:///{tmp_path / 'claims.db'}",

@@ -100,7 +100,7 @@ def other_insurers_extract(n: int) -> pd.DataFrame:
     })
 
 
-def test_a_new_extract_needs_only_a_mapping_file(tmp_path, mlflow_home, capsys):
+def test_a_new_extract_needs_only_a_mapping_file(tmp_path, few_folds, capsys):
     extract = tmp_path / "other.csv"
     other_insurers_extract(6_000).to_csv(extract, index=False)
     mapping = tmp_path / "other.yaml"
@@ -123,10 +123,10 @@ def test_a_new_extract_needs_only_a_mapping_file(tmp_path, mlflow_home, capsys):
     assert "line_of_business (from Sparte): has values the mapping does not map: 'Boot' (1 rows)" in err
 
 
-def test_without_claim_dates_the_split_is_stratified_and_says_so(mlflow_home):
+def test_without_claim_dates_the_split_is_stratified_and_says_so(few_folds):
     claims = generate_claims(4_000, seed=3).drop(columns=["policy_start_date", "loss_date", "report_date",
                                                           "customer_since"])
-    result = run_training(claims, mlflow_home, source="no dates", partial=True, extras=Extras())
+    result = run_training(claims, few_folds, source="no dates", partial=True, extras=Extras())
     assert any("stratified random" in note for note in result.notes)
     params = mlflow.get_run(result.run_id).data.params
     assert params["split"] == "stratified" and params["split_on"] == "none (no claim dates)"

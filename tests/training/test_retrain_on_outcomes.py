@@ -10,8 +10,8 @@ from training.generate import generate_claims
 pytestmark = pytest.mark.slow
 
 
-def test_recorded_outcomes_export_as_labels_and_train_a_model(mlflow_home, tmp_path, capsys):
-    config = mlflow_home
+def test_recorded_outcomes_export_as_labels_and_train_a_model(few_folds, tmp_path, capsys):
+    config = few_folds
     store = ClaimStore(config.database_url)
     claims = generate_claims(4_000, seed=12)
     from features.validation import validate_claims

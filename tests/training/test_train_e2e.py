@@ -63,7 +63,7 @@ def test_train_register_promote_and_predict(generated_claims, mlflow_home):
     assert registry.promote(third.version, config).previous == "2"
 
 
-def test_cli_generate_validate_train(tmp_path, mlflow_home, capsys):
+def test_cli_generate_validate_train(tmp_path, few_folds, capsys):
     data = tmp_path / "claims.csv"
     assert main(["generate", "--claims", "6000", "--seed", "3", "--out", str(data)]) == 0
     assert main(["validate", "--data", str(data)]) == 0
