@@ -256,6 +256,7 @@ class Ledger:
             sa.Index(f"ix_{name}_kind_ref", "kind", "ref"),
         )
         self._insert = insert  # how rows reach the table (a `serving.bulk.BulkInsert` in the store)
+        self._statements: dict[tuple[str, str], str] = {}  # (dialect, what) -> driver SQL
         self._lock_key = int.from_bytes(hashlib.sha256(f"claimtriage.ledger:{name}".encode()).digest()[:8],
                                         "big", signed=True)
 
@@ -281,9 +282,7 @@ class Ledger:
                                  f"{e.content['claim_id']!r}")
             pending.append((e, digest(e.content)))  # before the lock: unrepresentable content fails early
         self.lock(conn)
-        t = self.table
-        last = conn.execute(sa.select(t.c.seq, t.c.hash).order_by(t.c.seq.desc()).limit(1)).first()
-        seq, prev = (last.seq, last.hash) if last is not None else (0, GENESIS)
+        seq, prev = self.head(conn) or (0, GENESIS)
         rows = []
         for e, content_digest in pending:
             seq += 1
@@ -291,25 +290,36 @@ class Ledger:
                    "content_digest": content_digest, "recorded_at": stamp, "prev_hash": prev}
             row["hash"] = prev = _entry_hash(row)
             rows.append(row)
-        self._insert(conn, t, rows)
+        self._insert(conn, self.table, rows)
 
     def head(self, conn: sa.Connection) -> tuple[int, str] | None:
         """(seq, hash) of the last entry, to keep outside the database as an anchor; None if empty."""
-        t = self.table
-        last = conn.execute(sa.select(t.c.seq, t.c.hash).order_by(t.c.seq.desc()).limit(1)).first()
-        return None if last is None else (last.seq, last.hash)
+        # Driver SQL: this and `lock` run with every scored claim, and building the statement
+        # through SQLAlchemy's expression language costs five times the query.
+        last = conn.exec_driver_sql(self._sql(conn, "head")).first()
+        return None if last is None else (last[0], last[1])
 
     def lock(self, conn: sa.Connection) -> None:
         """Serialise appenders until the transaction ends (on SQLite: the database's write lock)."""
-        dialect = conn.dialect.name
-        if dialect == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._lock_key})
-        elif dialect == "sqlite":
-            # A write that changes nothing still opens the write transaction: no other connection
-            # can append between our reading the chain's end and our commit.
-            conn.execute(sa.update(self.table).where(sa.false()).values(seq=self.table.c.seq))
-        else:
-            raise NotImplementedError(f"the ledger serialises appenders on SQLite and PostgreSQL, not {dialect}")
+        conn.exec_driver_sql(self._sql(conn, "lock"))
+
+    def _sql(self, conn: sa.Connection, what: str) -> str:
+        dialect = conn.dialect
+        found = self._statements.get((dialect.name, what))
+        if found is None:
+            table = dialect.identifier_preparer.quote(self.table.name)
+            if what == "head":
+                found = f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1"
+            elif dialect.name == "postgresql":
+                found = f"SELECT pg_advisory_xact_lock({self._lock_key})"
+            elif dialect.name == "sqlite":
+                # A write that changes nothing still opens the write transaction: no other
+                # connection can append between our reading the chain's end and our commit.
+                found = f"UPDATE {table} SET seq = seq WHERE 0"
+            else:
+                raise NotImplementedError(f"the ledger serialises appenders on SQLite and PostgreSQL, not {dialect.name}")
+            self._statements[(dialect.name, what)] = found
+        return found
 
     # -- verifying
 
