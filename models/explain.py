@@ -1,9 +1,10 @@
 """Exact SHAP explanations for the three models, turned into reasons an adjuster can read.
 
 The boosted models explain themselves (LightGBM's own tree SHAP: base value plus contributions
-equals the raw margin). The isolation forest is explained by shap's TreeExplainer, whose output
-is the claim's mean path length; shorter paths mean more anomalous, so its contributions are
-reported with the sign flipped: positive always pushes towards fraud, approval or anomaly.
+equals the raw margin). The isolation forest gets the values shap's TreeExplainer gives it,
+computed from per-leaf tables (`models.treeshap`; tests hold the two equal): its output is the
+claim's mean path length; shorter paths mean more anomalous, so its contributions are reported
+with the sign flipped: positive always pushes towards fraud, approval or anomaly.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from models.bundle import TriageBundle
 from models.reasons import reason_sentence
+from models.treeshap import TreeTables
 
 MODELS = ("eligibility", "fraud", "anomaly")
 
@@ -43,9 +45,8 @@ def average_path_length(n: int) -> float:
     return 2.0 * (np.log(n - 1.0) + np.euler_gamma) - 2.0 * (n - 1.0) / n
 
 
-# From this many claims, the boosted models are explained on a second thread; the forest in slices.
+# From this many claims, the boosted models are explained on a second thread beside the forest.
 _OVERLAP_FROM_ROWS = 64
-_SLICE = 32
 
 
 def _timed(fn, *args):
@@ -62,12 +63,10 @@ class Explainer:
     """Contributions and reasons for a bundle; build once per process, reuse for every claim."""
 
     def __init__(self, bundle: TriageBundle):
-        import shap
-
         self.bundle = bundle
         self.names = bundle.builder.feature_names_
         self.labels = [s.label for s in bundle.builder.specs_]
-        self.forest_explainer = shap.TreeExplainer(bundle.anomaly.forest_)
+        self.forest_tables = TreeTables.from_isolation_forest(bundle.anomaly.forest_)
         self.path_scale = average_path_length(bundle.anomaly.forest_.max_samples_)
         self._per_claim: tuple[float, float] | None = None  # seconds per claim: forest, boosted models
 
@@ -88,18 +87,16 @@ class Explainer:
         n = len(matrix)
         if n < _OVERLAP_FROM_ROWS:
             out = boosted(slice(None))  # one claim or a few: one thread beats two
-            values = self.forest_explainer.shap_values(prepared, check_additivity=False)
+            values = self.forest_tables.contributions(prepared)
         else:
-            # shap's forest explainer holds the GIL while it works; LightGBM lets go of it. So a
-            # second thread explains the first k claims with LightGBM while this one explains the
-            # forest in slices (between which the other thread gets its turn to start each call),
-            # then the remaining claims with LightGBM: k balances the two threads' work, learnt
-            # from the per-claim times of earlier batches.
+            # Both LightGBM and the forest's compiled tables let go of the GIL. So a second thread
+            # explains the first k claims with LightGBM while this one explains the forest, then
+            # the remaining claims with LightGBM: k balances the two threads' work, learnt from
+            # the per-claim times of earlier batches.
             k = self._split(n)
             started = time.perf_counter()
             pending = _pool().submit(_timed, boosted, slice(0, k))
-            values = np.vstack([self.forest_explainer.shap_values(prepared[i:i + _SLICE], check_additivity=False)
-                                for i in range(0, n, _SLICE)])
+            values = self.forest_tables.contributions(prepared)
             forest_seconds = time.perf_counter() - started
             rest = boosted(slice(k, n)) if k < n else None
             head, boosted_seconds = pending.result()
@@ -109,7 +106,7 @@ class Explainer:
                 for name in head}
         full = np.zeros((len(matrix), len(self.names)))
         full[:, detector.columns] = values
-        base = np.full(len(matrix), float(np.ravel(self.forest_explainer.expected_value)[0]))
+        base = np.full(len(matrix), self.forest_tables.expected_value)
         out["anomaly"] = (base, full)
         return out
 

@@ -31,8 +31,32 @@ def test_anomaly_contributions_reproduce_the_forest_score(explained, fitted_run)
     assert not values[:, unused].any()
 
 
+def test_forest_tables_give_shaps_treeexplainer_values(explained, fitted_run):
+    # The forest is explained from per-leaf tables (models.treeshap); shap's TreeExplainer is the oracle.
+    import shap
+
+    explainer, matrix, _ = explained
+    forest = fitted_run.bundle.anomaly.forest_
+    inputs = fitted_run.bundle.anomaly.prepare(matrix)
+    # Claims at split thresholds rounded to float32 (the trees compare float32 values) and one float32 step
+    # either side: the closest a claim comes to a split.
+    tree, columns = forest.estimators_[0].tree_, forest.estimators_features_[0]
+    edges = []
+    for node in np.flatnonzero(tree.children_left != -1)[:20]:
+        for nudge in (-1, 0, 1):
+            row = inputs[node % len(inputs)].copy()
+            value = np.float32(tree.threshold[node])
+            row[columns[tree.feature[node]]] = np.nextafter(value, np.float32(nudge * np.inf)) if nudge else value
+            edges.append(row)
+    inputs = np.vstack([inputs, edges])
+    oracle = shap.TreeExplainer(forest)
+    np.testing.assert_allclose(explainer.forest_tables.contributions(inputs),
+                               oracle.shap_values(inputs, check_additivity=False), rtol=0, atol=1e-12)
+    assert explainer.forest_tables.expected_value == pytest.approx(float(np.ravel(oracle.expected_value)[0]), abs=1e-12)
+
+
 def test_a_batch_is_explained_exactly_as_each_claim_alone(explained):
-    # Batches take a different road (boosted models on a second thread, the forest in slices).
+    # Batches take a different road (boosted models on a second thread beside the forest).
     explainer, matrix, parts = explained
     for i in (0, 31, 32, 150, 299):
         alone = explainer.contributions(matrix[i:i + 1])
