@@ -148,3 +148,131 @@ def _explain(values, feature, low, high, n_conditions, table, out):  # pragma: n
                     met |= 1 << k
             for k in range(m):
                 out[i, feature[leaf, k]] += table[leaf, met, k]
+
+
+# LightGBM's missing-value handling of a numerical split, as its model dump names it.
+_MISSING = {"None": 0, "Zero": 1, "NaN": 2}
+_ZERO = 1.0000000180025095e-35  # LightGBM's kZeroThreshold (1e-35 as float32)
+
+
+class LightGBMTables:
+    """Per-leaf SHAP tables of a LightGBM booster: the values of its own `pred_contrib`.
+
+    A leaf's path is kept as its splits, each tested as LightGBM decides it (numerical with its
+    missing-value rule and default direction, or categorical by set membership), because such a
+    path is no plain interval per feature. The tables are as in `TreeTables`.
+    """
+
+    def __init__(self, booster):
+        model = booster.dump_model()
+        if model["num_class"] != 1 or model.get("average_output"):
+            raise NotImplementedError("tables are built for one-output boosted trees")
+        self.n_features = model["max_feature_idx"] + 1
+        categories: list[list[int]] = []
+        leaves = []  # (value, [(feature, share, numeric, threshold, missing, default_left, goes_left, category set)])
+        for tree in model["tree_info"]:
+            stack = [(tree["tree_structure"], ())]
+            while stack:
+                node, path = stack.pop()
+                if "leaf_value" in node:
+                    leaves.append((float(node["leaf_value"]), path))
+                    continue
+                numeric = node["decision_type"] == "<="
+                if numeric:
+                    threshold, category = float(node["threshold"]), -1
+                else:
+                    category, threshold = len(categories), math.nan
+                    categories.append([int(c) for c in str(node["threshold"]).split("||")])
+                count = node["internal_count"]
+                for child, goes_left in ((node["left_child"], True), (node["right_child"], False)):
+                    child_count = child["leaf_count"] if "leaf_value" in child else child["internal_count"]
+                    stack.append((child, path + ((node["split_feature"], child_count / count, numeric, threshold,
+                                                  _MISSING[node["missing_type"]], bool(node["default_left"]),
+                                                  goes_left, category),)))
+        width = max([c for cs in categories for c in cs] + [0]) + 1
+        self.category_member = np.zeros((max(len(categories), 1), width), dtype=np.bool_)
+        for i, cs in enumerate(categories):
+            self.category_member[i, cs] = True
+        n = len(leaves)
+        edges = max([len(p) for _, p in leaves] + [1])
+        self.edge_feature = np.zeros((n, edges), dtype=np.int64)
+        self.edge_slot = np.zeros((n, edges), dtype=np.int64)
+        self.edge_numeric = np.zeros((n, edges), dtype=np.bool_)
+        self.edge_threshold = np.zeros((n, edges))
+        self.edge_missing = np.zeros((n, edges), dtype=np.int64)
+        self.edge_default_left = np.zeros((n, edges), dtype=np.bool_)
+        self.edge_left = np.zeros((n, edges), dtype=np.bool_)
+        self.edge_category = np.zeros((n, edges), dtype=np.int64)
+        self.n_edges = np.zeros(n, dtype=np.int64)
+        slot_share, slot_feature, values = [], [], np.empty(n)
+        for i, (value, path) in enumerate(leaves):
+            values[i] = value
+            slots: dict[int, int] = {}
+            shares: list[float] = []
+            for e, (feature, share, numeric, threshold, missing, default_left, goes_left, category) in enumerate(path):
+                if feature not in slots:
+                    slots[feature] = len(shares)
+                    shares.append(1.0)
+                shares[slots[feature]] *= share
+                self.edge_feature[i, e], self.edge_slot[i, e] = feature, slots[feature]
+                self.edge_numeric[i, e], self.edge_threshold[i, e] = numeric, threshold
+                self.edge_missing[i, e], self.edge_default_left[i, e] = missing, default_left
+                self.edge_left[i, e], self.edge_category[i, e] = goes_left, category
+            self.n_edges[i] = len(path)
+            slot_share.append(shares)
+            slot_feature.append(list(slots))
+        depth = max([len(s) for s in slot_share] + [1])
+        self.slot_feature = np.zeros((n, depth), dtype=np.int64)
+        self.n_slots = np.array([len(s) for s in slot_share], dtype=np.int64)
+        share = np.ones((n, depth))
+        for i, (fs, ss) in enumerate(zip(slot_feature, slot_share)):
+            self.slot_feature[i, :len(fs)] = fs
+            share[i, :len(ss)] = ss
+        self.table = np.zeros((n, 2 ** depth, depth))
+        for m in range(1, depth + 1):
+            rows = np.flatnonzero(self.n_slots == m)
+            if len(rows):
+                self.table[rows, : 2 ** m, :m] = _leaf_tables(values[rows], share[rows, :m])
+        self.expected_value = float(np.sum(values * np.prod(share, axis=1)))
+        self.contributions(np.zeros((1, self.n_features)))  # compile (or load from numba's cache) now
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """SHAP values per claim and feature, as LightGBM's pred_contrib gives them (without its last
+        column, the expected value)."""
+        values = np.ascontiguousarray(matrix, dtype=np.float64)
+        out = np.zeros((len(values), self.n_features))
+        _explain_splits(values, self.edge_feature, self.edge_slot, self.edge_numeric, self.edge_threshold,
+                        self.edge_missing, self.edge_default_left, self.edge_left, self.edge_category,
+                        self.n_edges, self.category_member, self.slot_feature, self.n_slots, self.table, out)
+        return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _explain_splits(values, edge_feature, edge_slot, edge_numeric, edge_threshold, edge_missing, edge_default_left,
+                    edge_left, edge_category, n_edges, category_member, slot_feature, n_slots, table,
+                    out):  # pragma: no cover - compiled
+    n = values.shape[0]
+    width = category_member.shape[1]
+    for leaf in range(edge_feature.shape[0]):
+        m = n_slots[leaf]
+        for i in range(n):
+            met = (1 << m) - 1
+            for e in range(n_edges[leaf]):
+                x = values[i, edge_feature[leaf, e]]
+                if edge_numeric[leaf, e]:  # LightGBM's NumericalDecision
+                    missing = edge_missing[leaf, e]
+                    if np.isnan(x) and missing != 2:
+                        x = 0.0
+                    if (missing == 1 and abs(x) <= _ZERO) or (missing == 2 and np.isnan(x)):
+                        left = edge_default_left[leaf, e]
+                    else:
+                        left = x <= edge_threshold[leaf, e]
+                elif np.isnan(x):  # CategoricalDecision: missing goes right, and so does a negative code
+                    left = False
+                else:
+                    code = int(x)  # towards zero, as C++ casts it: -0.5 reads as category 0
+                    left = 0 <= code < width and category_member[edge_category[leaf, e], code]
+                if left != edge_left[leaf, e]:
+                    met &= ~(1 << edge_slot[leaf, e])
+            for k in range(m):
+                out[i, slot_feature[leaf, k]] += table[leaf, met, k]
