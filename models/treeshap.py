@@ -1,4 +1,4 @@
-"""Exact path-dependent tree SHAP from per-leaf tables: shap's TreeExplainer values, several times faster.
+"""Exact path-dependent tree SHAP from per-leaf tables: the reference values, several times faster.
 
 Path-dependent tree SHAP (shap's TreeExplainer, LightGBM's own contributions) splits a tree's
 output over its leaves. A leaf of value v, reached through splits on the distinct features U
@@ -6,16 +6,18 @@ output over its leaves. A leaf of value v, reached through splits on the distinc
 
     v * (o_u - z_u) * sum over S within O minus u of  |S|! (m-1-|S|)! / m!  *  prod over j in U minus S minus u of z_j
 
-where z_j is the share of the training samples at the path's first split on j that follow all
-its splits on j (the cover), o_j is 1 when the claim follows all of them and 0 otherwise, and O
-is the set of j with o_j = 1. For a given leaf, that depends on the claim only through O, one of
+where z_j is the product, over the path's splits on j, of the share of the training samples at
+the split that go the path's way (the cover), o_j is 1 when the claim goes the path's way at all
+of them and 0 otherwise, and O is the set of j with o_j = 1. For a given leaf, that depends on the claim only through O, one of
 2^m subsets, so all 2^m x m values are tabulated once, when the model loads (Yang et al., "Fast
 TreeSHAP", 2021, its second algorithm). Explaining a claim is then, per leaf, which of the
-leaf's conditions (an interval per feature) it meets and one table row: no recursion and no
-path bookkeeping per claim. The kernel is compiled (numba, which shap itself depends on) and lets
-go of the GIL, so it runs beside LightGBM on the other core.
+leaf's conditions (an interval per feature for the forest; LightGBM's splits as it decides
+them) it meets and one table row: no recursion and no
+path bookkeeping per claim. The kernels are compiled (numba, which shap itself depends on) and let
+go of the GIL, so a batch is explained on both cores.
 
-Tests hold the values to shap's TreeExplainer on the same forest, claim by claim.
+Tests hold the values to their references claim by claim: shap's TreeExplainer for the isolation
+forest, LightGBM's own `pred_contrib` for the boosted models.
 """
 
 from __future__ import annotations
