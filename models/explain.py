@@ -61,7 +61,7 @@ class Explainer:
         self.bundle = bundle
         self.names = bundle.builder.feature_names_
         self.labels = [s.label for s in bundle.builder.specs_]
-        # Per model: its tables and, for the forest, the matrix columns it reads.
+        # Per model, its SHAP tables (the forest's over its own input columns, `detector.columns`).
         self.tables = {"fraud": LightGBMTables(bundle.fraud.booster)}
         if bundle.eligibility:
             self.tables["eligibility"] = LightGBMTables(bundle.eligibility.booster)
