@@ -18,7 +18,7 @@ import numpy as np
 
 from models.bundle import TriageBundle
 from models.reasons import reason_sentence
-from models.treeshap import LightGBMTables, TreeTables
+from models.treeshap import TreeTables
 
 MODELS = ("eligibility", "fraud", "anomaly")
 
@@ -62,9 +62,9 @@ class Explainer:
         self.names = bundle.builder.feature_names_
         self.labels = [s.label for s in bundle.builder.specs_]
         # Per model, its SHAP tables (the forest's over its own input columns, `detector.columns`).
-        self.tables = {"fraud": LightGBMTables(bundle.fraud.booster)}
+        self.tables = {"fraud": TreeTables.from_lightgbm(bundle.fraud.booster)}
         if bundle.eligibility:
-            self.tables["eligibility"] = LightGBMTables(bundle.eligibility.booster)
+            self.tables["eligibility"] = TreeTables.from_lightgbm(bundle.eligibility.booster)
         self.tables["anomaly"] = TreeTables.from_isolation_forest(bundle.anomaly.forest_)
         self.path_scale = average_path_length(bundle.anomaly.forest_.max_samples_)
         categories = bundle.builder.categories_

@@ -6,7 +6,7 @@ import pytest
 import shap
 from sklearn.ensemble import IsolationForest
 
-from models.treeshap import LightGBMTables, TreeTables
+from models.treeshap import TreeTables
 
 
 def _data(n=600, seed=0):
@@ -30,7 +30,7 @@ def test_lightgbm_tables_equal_pred_contrib(params):
     booster = lgb.train({"objective": "binary", "verbose": -1, "min_data_per_group": 5, "cat_smooth": 1,
                          "learning_rate": 0.3, **params},
                         lgb.Dataset(x, y, categorical_feature=[1, 3]), num_boost_round=25)
-    tables = LightGBMTables(booster)
+    tables = TreeTables.from_lightgbm(booster)
     probe, _ = _data(300, seed=1)
     probe[::17, 1] = 9.0  # a category never seen
     probe[::19, 3] = -0.5
