@@ -17,6 +17,19 @@ from typing import Sequence
 import sqlalchemy as sa
 
 
+def placeholder(dialect: sa.Dialect) -> str:
+    """The driver's parameter marker: "?" (SQLite) or "%s" (psycopg)."""
+    if dialect.paramstyle not in ("qmark", "format", "pyformat"):
+        raise NotImplementedError(f"driver SQL knows the qmark and format styles, not {dialect.paramstyle}")
+    return "?" if dialect.paramstyle == "qmark" else "%s"
+
+
+def key_chunks(keys: Sequence, size: int = 500):
+    """`keys` in tuples of at most `size`, for IN lists far below any driver's limit on parameters."""
+    for start in range(0, len(keys), size):
+        yield tuple(keys[start:start + size])
+
+
 def sqlite_datetime(value: datetime | date | None) -> str | None:
     """A naive UTC moment as SQLAlchemy's SQLite DateTime stores it."""
     if value is None:
@@ -31,9 +44,7 @@ class BulkInsert:
 
     def __init__(self, dialect: sa.Dialect) -> None:
         self.dialect = dialect
-        self.placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
-        if dialect.paramstyle not in ("qmark", "format", "pyformat"):
-            raise NotImplementedError(f"bulk inserts know the qmark and format styles, not {dialect.paramstyle}")
+        self.placeholder = placeholder(dialect)
         self._statements: dict[tuple[str, tuple[str, ...]], tuple[str, list[int]]] = {}
 
     def __call__(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict]) -> None:
@@ -56,11 +67,10 @@ class BulkInsert:
         """A date-time as this driver stores it for SQLAlchemy's DateTime (text on SQLite)."""
         return sqlite_datetime(value) if self.dialect.name == "sqlite" else value
 
-    def delete_in(self, conn: sa.Connection, table: sa.Table, column: str, keys: Sequence, chunk: int = 500) -> None:
+    def delete_in(self, conn: sa.Connection, table: sa.Table, column: str, keys: Sequence) -> None:
         """DELETE the rows whose `column` is one of `keys`."""
         quote = self.dialect.identifier_preparer.quote
-        for start in range(0, len(keys), chunk):
-            part = tuple(keys[start:start + chunk])
+        for part in key_chunks(keys):
             conn.exec_driver_sql(f"DELETE FROM {quote(table.name)} WHERE {quote(column)} IN "
                                  f"({', '.join([self.placeholder] * len(part))})", part)
 

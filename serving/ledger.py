@@ -256,7 +256,7 @@ class Ledger:
             sa.Index(f"ix_{name}_kind_ref", "kind", "ref"),
         )
         self._insert = insert  # how rows reach the table (a `serving.bulk.BulkInsert` in the store)
-        self._statements: dict[tuple[str, str], str] = {}  # (dialect, what) -> driver SQL
+        self._statements: dict[str, tuple[str, str]] = {}  # dialect -> (lock, head) driver SQL
         self._lock_key = int.from_bytes(hashlib.sha256(f"claimtriage.ledger:{name}".encode()).digest()[:8],
                                         "big", signed=True)
 
@@ -296,29 +296,27 @@ class Ledger:
         """(seq, hash) of the last entry, to keep outside the database as an anchor; None if empty."""
         # Driver SQL: this and `lock` run with every scored claim, and building the statement
         # through SQLAlchemy's expression language costs five times the query.
-        last = conn.exec_driver_sql(self._sql(conn, "head")).first()
+        last = conn.exec_driver_sql(self._sql(conn.dialect)[1]).first()
         return None if last is None else (last[0], last[1])
 
     def lock(self, conn: sa.Connection) -> None:
         """Serialise appenders until the transaction ends (on SQLite: the database's write lock)."""
-        conn.exec_driver_sql(self._sql(conn, "lock"))
+        conn.exec_driver_sql(self._sql(conn.dialect)[0])
 
-    def _sql(self, conn: sa.Connection, what: str) -> str:
-        dialect = conn.dialect
-        found = self._statements.get((dialect.name, what))
+    def _sql(self, dialect: sa.Dialect) -> tuple[str, str]:
+        """(lock, head) as driver SQL for this database, built once."""
+        found = self._statements.get(dialect.name)
         if found is None:
             table = dialect.identifier_preparer.quote(self.table.name)
-            if what == "head":
-                found = f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1"
-            elif dialect.name == "postgresql":
-                found = f"SELECT pg_advisory_xact_lock({self._lock_key})"
+            if dialect.name == "postgresql":
+                lock = f"SELECT pg_advisory_xact_lock({self._lock_key})"
             elif dialect.name == "sqlite":
                 # A write that changes nothing still opens the write transaction: no other
                 # connection can append between our reading the chain's end and our commit.
-                found = f"UPDATE {table} SET seq = seq WHERE 0"
+                lock = f"UPDATE {table} SET seq = seq WHERE 0"
             else:
                 raise NotImplementedError(f"the ledger serialises appenders on SQLite and PostgreSQL, not {dialect.name}")
-            self._statements[(dialect.name, what)] = found
+            found = self._statements[dialect.name] = (lock, f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1")
         return found
 
     # -- verifying

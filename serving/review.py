@@ -16,7 +16,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from models.policy import AUTO_APPROVE
-from serving.bulk import insert_with_sqlalchemy
+from serving.bulk import insert_with_sqlalchemy, key_chunks, placeholder
 from serving.clock import as_datetime
 
 OPEN, RESPONDED, RESOLVED = "open", "responded", "resolved"
@@ -97,11 +97,10 @@ class Review:
         # Driver SQL: this runs with every scored claim, and building it through SQLAlchemy's
         # expression language costs several times the query.
         keys = list(dict.fromkeys(d["claim_id"] for d in needing))
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        mark = placeholder(conn.dialect)
         table = conn.dialect.identifier_preparer.quote(self.cases.name)
         unresolved = {}
-        for start in range(0, len(keys), 500):  # far below any driver's limit on parameters
-            part = keys[start:start + 500]
+        for part in key_chunks(keys):
             unresolved.update(conn.exec_driver_sql(
                 f"SELECT claim_id, id FROM {table} WHERE claim_id IN ({', '.join([mark] * len(part))}) "
                 f"AND status != {mark}", (*part, RESOLVED)).all())
