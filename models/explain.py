@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.anomaly import average_path_length
 from models.bundle import TriageBundle
 from models.reasons import reason_sentence
 from models.treeshap import TreeTables
@@ -34,15 +35,6 @@ class Reason:
 
     def as_dict(self) -> dict:
         return {"feature": self.feature, "value": self.value, "contribution": self.contribution, "text": self.text}
-
-
-def average_path_length(n: int) -> float:
-    """c(n) of Liu et al.: the mean path length of an unsuccessful search in a binary tree of n points."""
-    if n <= 1:
-        return 0.0
-    if n == 2:
-        return 1.0
-    return 2.0 * (np.log(n - 1.0) + np.euler_gamma) - 2.0 * (n - 1.0) / n
 
 
 # From this many claims, half of them are explained on a second thread.
@@ -66,7 +58,7 @@ class Explainer:
         if bundle.eligibility:
             self.tables["eligibility"] = TreeTables.from_lightgbm(bundle.eligibility.booster)
         self.tables["anomaly"] = TreeTables.from_isolation_forest(bundle.anomaly.forest_)
-        self.path_scale = average_path_length(bundle.anomaly.forest_.max_samples_)
+        self.path_scale = float(average_path_length(np.array([bundle.anomaly.forest_.max_samples_]))[0])
         categories = bundle.builder.categories_
         self._category_names = [None if categories.get(name) is None else [str(c) for c in categories[name]]
                                 for name in self.names]

@@ -102,18 +102,19 @@ class TreeTables:
         """A fitted scikit-learn IsolationForest over its input columns, valued as shap's TreeExplainer
         values it: a leaf's path length (its depth plus c(samples in the leaf)) over the number of
         trees, covers from the training samples each node saw."""
-        from sklearn.ensemble._iforest import _average_path_length
+        from models.anomaly import average_path_length
 
         n_trees = len(forest.estimators_)
         leaves = []
         for estimator, columns in zip(forest.estimators_, forest.estimators_features_):
             tree = estimator.tree_
             left, right, samples = tree.children_left, tree.children_right, tree.n_node_samples
+            unsplit = average_path_length(samples)  # c(n): the path still to go in a leaf of n samples
             stack = [(0, 0, ())]
             while stack:
                 node, depth, path = stack.pop()
                 if left[node] == -1:
-                    value = (depth + float(_average_path_length(np.array([samples[node]]))[0])) / n_trees
+                    value = (depth + float(unsplit[node])) / n_trees
                     leaves.append((value, path))
                     continue
                 column, threshold = int(columns[tree.feature[node]]), float(tree.threshold[node])
