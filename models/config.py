@@ -71,6 +71,7 @@ class ServingConfig:
     model_alias: str = "champion"
     database_url: str = ""
     max_batch_claims: int = 1000
+    max_group_claims: int = 32
     synthetic_claims_if_no_champion: int = 200_000
 
 

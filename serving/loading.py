@@ -10,7 +10,7 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
-from models.config import Config, load_config
+from models.config import Config, ConfigError, load_config
 from models.pyfunc import load_bundle
 from serving.scoring import Scorer
 from serving.store import ClaimStore
@@ -35,6 +35,9 @@ def resolve_version(client: MlflowClient, config: Config, uri: str):
 def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[Scorer, dict]:
     """Everything the service needs, loaded once per process."""
     config = config or load_config()
+    if config.serving.max_group_claims < 1:
+        raise ConfigError(f"serving.max_group_claims must be at least 1 (1 = no grouping), "
+                          f"not {config.serving.max_group_claims}")
     mlflow.set_tracking_uri(config.tracking_uri)
     mlflow.set_registry_uri(config.tracking_uri)
     client = MlflowClient()
@@ -47,6 +50,7 @@ def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[S
         log.info("claim store %s seeded with %d training claims", config.database_url, seeded)
     scorer = Scorer(bundle, str(version.version), store, config.deadlines)
     scorer.max_batch = config.serving.max_batch_claims
+    scorer.max_group = config.serving.max_group_claims
     run = client.get_run(version.run_id)
     info = {
         "model_uri": uri, "name": version.name, "version": str(version.version), "run_id": version.run_id,
@@ -54,7 +58,7 @@ def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[S
         "metrics": run.data.metrics, "policy": bundle.policy.describe(),
         "features": bundle.builder.feature_names_, "claim_fields": [f.name for f in bundle.claim_fields],
         "deadlines_hours": {"respond": config.deadlines.respond_hours, "resolve": config.deadlines.resolve_hours},
-        "max_batch_claims": scorer.max_batch,
+        "max_batch_claims": scorer.max_batch, "max_group_claims": scorer.max_group,
     }
     # Everything loaded so far lives as long as the process: keep it out of the garbage
     # collector's full passes, which otherwise walk it and stall a request now and then.

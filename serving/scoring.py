@@ -22,6 +22,10 @@ from serving.clock import utc_now
 from serving.store import ClaimStore
 
 TOP_REASONS = 5
+# Below this many claims, the features are made claim by claim in plain Python (`transform_record`):
+# faster than the vectorised path's fixed cost of about a millisecond (measured: 0.5 against 1.0 ms
+# for 32 claims, about even at 64). Both give the same numbers, bit for bit.
+RECORD_ROWS_BELOW = 48
 
 
 @dataclass
@@ -45,6 +49,7 @@ class Scorer:
         self.deadlines = deadlines
         self.explainer = Explainer(bundle)
         self.max_batch = 1000
+        self.max_group = 32  # single claims scored together at most (see `serving.grouping`)
         self.allowed_fields = {f.name for f in bundle.claim_fields} | set(FIELD_NAMES)
         self.history_features = [s.name for s in bundle.builder.specs_ if s.source == "history"]
 
@@ -58,13 +63,44 @@ class Scorer:
     def _score_many(self, records: list[dict], explain: bool, now: datetime) -> ScoredBatch:
         """Any number of claims: each validated on its own, then history, features, scores and
         reasons for all valid ones at once, in one transaction of the claim store."""
+        results, valid, positions = self._validated(records, now, repeats_are_errors=True)
+        if valid:
+            for position, response in zip(positions, self._decide(valid, explain, now)):
+                results[position] = response
+        return ScoredBatch(self._all_answered(results))
+
+    def score_each(self, records: list[dict], now: datetime | None = None) -> list[dict]:
+        """Claims sent one by one (each in its own request) that arrived together (see
+        `serving.grouping`): answered in order, in one transaction, as a batch of them would be (a
+        claim counts those of the others reported before it, as the offline pipeline does). Unlike
+        in a batch, a claim_id may come twice (a client retrying): the later copy is then scored
+        after the earlier one is kept, in a transaction of its own, with the claims after it."""
+        now = now or utc_now()
+        if len(records) == 1:
+            return [self._score_one(records[0], True, now)]
+        results, valid, positions = self._validated(records, now, repeats_are_errors=False)
+        # A claim_id seen again starts a new transaction: the later copy replaces the earlier one.
+        segments, seen = [[]], set()
+        for j, claim in enumerate(valid):
+            if claim["claim_id"] in seen:
+                segments.append([])
+                seen = set()
+            seen.add(claim["claim_id"])
+            segments[-1].append(j)
+        for members in segments:
+            if members:
+                for j, response in zip(members, self._decide([valid[j] for j in members], True, now)):
+                    results[positions[j]] = response
+        return self._all_answered(results)
+
+    def _validated(self, records: list[dict], now: datetime,
+                   repeats_are_errors: bool) -> tuple[list[dict | None], list[dict], list[int]]:
+        """Each record checked on its own: (an error entry or None per record, the valid claims,
+        their positions). In a batch (`repeats_are_errors`), a claim_id sent twice is an error."""
         fields = self.bundle.claim_fields
+        checked = [validate_record(record, fields, as_of=now) for record in records]
+        repeated = duplicate_errors([claim for claim, _ in checked], records) if repeats_are_errors else {}
         results: list[dict | None] = [None] * len(records)
-        checked = []
-        for record in records:
-            claim, errors = validate_record(record, fields, as_of=now)
-            checked.append((claim, errors))
-        repeated = duplicate_errors([claim for claim, _ in checked], records)
         valid, positions = [], []
         for i, (record, (claim, errors)) in enumerate(zip(records, checked)):
             if i in repeated:
@@ -75,14 +111,14 @@ class Scorer:
             else:
                 valid.append(claim)
                 positions.append(i)
-        if valid:
-            responses = self._decide(valid, explain, now)
-            for position, response in zip(positions, responses):
-                results[position] = response
+        return results, valid, positions
+
+    @staticmethod
+    def _all_answered(results: list[dict | None]) -> list[dict]:
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:  # every claim gets an answer; anything else is a bug, never a silent drop
             raise RuntimeError(f"claims at positions {missing} got neither a decision nor an error")
-        return ScoredBatch(results)
+        return results
 
     def _score_one(self, record: dict, explain: bool, now: datetime) -> dict:
         """One claim without pandas: the same answer as a batch of one, in a fraction of the time."""
@@ -90,19 +126,19 @@ class Scorer:
         errors += self._unknown_fields(record)
         if errors:
             return {"claim_id": _text(record.get("claim_id")), "errors": errors}
-        return self._decide([claim], explain, now, single=True)[0]
+        return self._decide([claim], explain, now)[0]
 
-    def _decide(self, claims: list[dict], explain: bool, now: datetime, single: bool = False) -> list[dict]:
+    def _decide(self, claims: list[dict], explain: bool, now: datetime) -> list[dict]:
         """Validated claims, in one transaction of the claim store: stored, their history counted,
-        scored, explained and decided, the decisions recorded. `single`: one claim, whose features
-        are computed in plain Python (`transform_record`), faster than arrays of length one."""
+        scored, explained and decided, the decisions recorded."""
         builder = self.bundle.builder
         cap = self.bundle.targets.auto_approve_amount_cap
         with self.store.intake() as intake:
             intake.put(claims)
             history = intake.history(claims, self.history_features)
-            if single:
-                matrix = builder.transform_record(claims[0], {name: values[0] for name, values in history.items()})
+            if len(claims) < RECORD_ROWS_BELOW:
+                matrix = np.vstack([builder.transform_record(claim, {name: values[i] for name, values in history.items()})
+                                    for i, claim in enumerate(claims)])
             else:
                 matrix = builder.transform_records(claims, history)
             rules = [record_rule_hits(claim, cap) for claim in claims]

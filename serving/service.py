@@ -22,10 +22,15 @@ from models.policy import OUTCOMES as OUTCOME_NAMES
 from serving import pages
 from serving.access import SESSION_HOURS
 from serving.clock import utc_now
+from serving.grouping import ClaimGroups
 from serving.review import STATUSES, ReviewError
 from serving.schemas import BatchResult, Claim, Decision, Feedback, Responder
 
 log = logging.getLogger("claimtriage.serving")
+GROUP_SIZES = bentoml.metrics.Histogram(
+    name="claimtriage_score_group_size",
+    documentation="Single claims (/score) scored together in one transaction (serving/grouping.py)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000))
 MODEL_URI_ENV = "CLAIMTRIAGE_MODEL_URI"
 info = FastAPI(title="model information")
 
@@ -57,12 +62,13 @@ class ClaimTriage:
 
         self.scorer, self.model_info = load_scorer(os.environ.get(MODEL_URI_ENV))
         self.max_batch = self.scorer.max_batch
+        self.groups = ClaimGroups(self.scorer.score_each, self.scorer.max_group, on_group=GROUP_SIZES.observe)
         RequireCredentials.store = self.scorer.store  # the same engine checks credentials
 
     @bentoml.api(route="/score")
-    def score(self, claim: Claim, /) -> Decision:  # type: ignore[valid-type]
+    async def score(self, claim: Claim, /) -> Decision:  # type: ignore[valid-type]
         """Score one claim: decision, scores, reasons, rule hits and deadlines (422 names each bad field)."""
-        result = self.scorer.score([_record(claim)]).results[0]
+        result = await self.groups.score(_record(claim))
         return _unprocessable(result) if "errors" in result else _json(result)
 
     @bentoml.api(route="/score_batch")

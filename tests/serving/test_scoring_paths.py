@@ -1,13 +1,16 @@
 """One claim takes its own fast path; it must answer exactly as the batch path does (whose features
 the store and feature tests hold to the offline pipeline)."""
 
+import asyncio
 import copy
+import threading
 from datetime import datetime
 
 import pytest
 
 from models.config import Deadlines
 from models.pyfunc import wire_format
+from serving.grouping import ClaimGroups
 from serving.schemas import BatchResult, ClaimError, Decision
 from serving.scoring import Scorer
 from serving.store import ClaimStore
@@ -82,3 +85,71 @@ def _conforms(result: dict) -> None:
     model = ClaimError if "errors" in result else Decision
     parsed = model.model_validate(result, strict=True)
     assert parsed.model_dump(mode="json") == result, "a key the response model does not declare, or a missing one"
+
+
+def _new_claims(bundle, typed_claims, prefix: str, n: int, seed: int) -> list[dict]:
+    """`n` claims reported after the seeded history, with ids of their own; every third reuses a
+    known claimant and the sixth that of the first, so history features count something."""
+    new = generate_claims(500, seed=seed).sort_values("report_date").iloc[-n:].reset_index(drop=True)
+    new["claim_id"] = [f"{prefix}-{i}" for i in range(n)]
+    new.loc[::3, "claimant_id"] = typed_claims["claimant_id"].tail(n).iloc[:len(new.loc[::3])].to_numpy()
+    new.loc[5, "claimant_id"] = new.loc[0, "claimant_id"]
+    return _as_json(new, bundle)
+
+
+def test_single_claims_scored_together_answer_as_a_batch_and_a_retry_follows_its_first_copy(
+        scorers, fitted_run, typed_claims):
+    fast, frame = scorers
+    claims = _new_claims(fitted_run.bundle, typed_claims, "TOGETHER", 8, seed=33)
+    bad = dict(claims[7], claim_id="TOGETHER-bad", claim_amount=-5.0)
+    retry = dict(claims[0], claim_amount=claims[0]["claim_amount"] + 100.0)  # the same claim, sent again
+    arrived = claims[:4] + [bad] + claims[4:6] + [retry] + claims[6:8]
+    before = fast.store.count_claims()
+
+    got = fast.score_each(copy.deepcopy(arrived), now=NOW)
+
+    # What the batch path answers: the claims before the retry as one batch, then the retry and
+    # the claims after it (a batch would reject the repeated claim_id instead).
+    first = frame.score(copy.deepcopy(claims[:6]), now=NOW).results
+    second = frame.score(copy.deepcopy([retry] + claims[6:8]), now=NOW).results
+    error = frame.score([copy.deepcopy(bad)], now=NOW).results
+    assert got == first[:4] + error + first[4:6] + second
+    assert got[7]["claim_id"] == "TOGETHER-0" and "decision" in got[7]
+    assert [d["response"]["scores"] for d in fast.store.decisions_for("TOGETHER-0")] == \
+        [got[0]["scores"], got[7]["scores"]]
+    assert fast.store.count_claims() == before + 8  # the retried claim is kept once
+
+
+def test_claims_arriving_while_others_are_scored_wait_and_go_together(scorers, fitted_run, typed_claims):
+    fast, _ = scorers
+    claims = _new_claims(fitted_run.bundle, typed_claims, "GROUPED", 8, seed=34)
+    gate, groups = threading.Event(), []
+
+    def score_each(records):  # the real scorer, held until the test lets the first group go
+        gate.wait(timeout=60)
+        groups.append([r["claim_id"] for r in records])
+        if records[0]["claim_id"] == "GROUPED-6":
+            raise RuntimeError("the claim store went away")
+        return fast.score_each(records, now=NOW)
+
+    async def arrive():
+        grouping = ClaimGroups(score_each, max_group=4)
+        first = asyncio.create_task(grouping.score(claims[0]))
+        await asyncio.sleep(0.2)  # the first claim found the scorer idle: it is being scored alone
+        later = [asyncio.create_task(grouping.score(c)) for c in claims[1:]]
+        await asyncio.sleep(0)  # all are waiting now
+        later[2].cancel()  # its caller went away before its group started
+        await asyncio.sleep(0)
+        gate.set()
+        return await asyncio.gather(first, *later, return_exceptions=True)
+
+    answers = asyncio.run(arrive())
+    assert groups == [["GROUPED-0"], ["GROUPED-1", "GROUPED-2", "GROUPED-4", "GROUPED-5"],
+                      ["GROUPED-6", "GROUPED-7"]]
+    assert [a["claim_id"] for a in answers[:3] + answers[4:6]] == ["GROUPED-0", "GROUPED-1", "GROUPED-2",
+                                                                   "GROUPED-4", "GROUPED-5"]
+    assert all("decision" in a for a in answers[:3] + answers[4:6])
+    assert isinstance(answers[3], asyncio.CancelledError)
+    assert fast.store.decisions_for("GROUPED-3") == []  # never scored: nothing was acknowledged
+    # A failed group fails its own callers, each told why, and no other.
+    assert [str(a) for a in answers[6:]] == ["the claim store went away"] * 2

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -224,6 +225,28 @@ def test_model_information_and_bentoml_endpoints(service):
         assert httpx.get(service["base"] + path, timeout=10).status_code == 200, path
     paths = httpx.get(service["base"] + "/docs.json", timeout=10).json()["paths"]
     assert {"/score", "/score_batch", "/model"} <= set(paths)
+
+
+def _group_sizes(service) -> tuple[float, float]:
+    """(groups, claims) so far in the service's histogram of /score group sizes."""
+    metrics = httpx.get(service["base"] + "/metrics", timeout=10).text
+    values = dict(line.rsplit(" ", 1) for line in metrics.splitlines()
+                  if line.startswith("claimtriage_score_group_size_") and "{" not in line)
+    return float(values["claimtriage_score_group_size_count"]), float(values["claimtriage_score_group_size_sum"])
+
+
+def test_concurrent_single_claims_each_get_their_own_answer(service):
+    claims = _as_json(service["new"].iloc[100:160], service["bundle"])
+    groups_before, claims_before = _group_sizes(service)
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda claim: post(service, "/score", claim), claims))
+    assert [r.status_code for r in replies] == [200] * len(claims)
+    assert [r.json()["claim_id"] for r in replies] == [c["claim_id"] for c in claims]
+    groups, scored = _group_sizes(service)
+    assert scored - claims_before == len(claims)  # every claim went through a group, once
+    assert 1 <= groups - groups_before <= len(claims)
+    store = ClaimStore(service["store_url"])
+    assert all(len(store.decisions_for(c["claim_id"])) == 1 for c in claims)
 
 
 def test_schemathesis_finds_no_server_error(service):
