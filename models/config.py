@@ -72,6 +72,7 @@ class ServingConfig:
     database_url: str = ""
     max_batch_claims: int = 1000
     max_group_claims: int = 32
+    trace_single_claims: bool = False
     synthetic_claims_if_no_champion: int = 200_000
 
 

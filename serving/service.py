@@ -18,6 +18,7 @@ from fastapi import FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.responses import JSONResponse, Response
 
+from models.config import load_config
 from models.policy import OUTCOMES as OUTCOME_NAMES
 from serving import pages
 from serving.access import SESSION_HOURS
@@ -52,7 +53,11 @@ def _unprocessable(result: dict) -> JSONResponse:
     return JSONResponse({"error": "the claim is not valid", **result}, status_code=422)
 
 
-@bentoml.service(name="claim-triage", traffic={"timeout": 60}, workers=1)
+# Read when the service is defined (BentoML takes its settings from the decorator).
+_UNTRACED = {} if load_config().serving.trace_single_claims else {"tracing": {"excluded_urls": ["/score$"]}}
+
+
+@bentoml.service(name="claim-triage", traffic={"timeout": 60}, workers=1, **_UNTRACED)
 @bentoml.asgi_app(info, path="/")
 class ClaimTriage:
     """Claim triage: a decision, calibrated scores, reasons and deadlines for each new claim."""

@@ -80,7 +80,8 @@ def service(tmp_path_factory):
         pytest.fail(f"server not ready:\n{(home / 'server.log').read_text()[-3000:]}")
     typed = claims.sort_values("report_date", kind="stable").reset_index(drop=True)
     yield {"base": base, "bundle": bundle, "claims": typed, "store_url": env["CLAIMTRIAGE_DATABASE_URL"],
-           "new": typed.iloc[TRAINING_CLAIMS:], "key": key, "auth": {"Authorization": f"Bearer {key}"}}
+           "new": typed.iloc[TRAINING_CLAIMS:], "key": key, "auth": {"Authorization": f"Bearer {key}"},
+           "log": home / "server.log"}
     server.terminate()
     server.wait(timeout=30)
 
@@ -225,6 +226,19 @@ def test_model_information_and_bentoml_endpoints(service):
         assert httpx.get(service["base"] + path, timeout=10).status_code == 200, path
     paths = httpx.get(service["base"] + "/docs.json", timeout=10).json()["paths"]
     assert {"/score", "/score_batch", "/model"} <= set(paths)
+
+
+def test_single_claims_are_left_out_of_tracing_and_batches_are_not(service):
+    claims = _as_json(service["new"].iloc[170:172], service["bundle"])
+    assert post(service, "/score", claims[0]).status_code == 200
+    assert post(service, "/score_batch", {"claims": claims[1:]}).status_code == 200
+    time.sleep(0.5)  # the access log is written after the reply
+    lines = service["log"].read_text().splitlines()
+    single = [line for line in lines if "path=/score," in line]
+    batch = [line for line in lines if "path=/score_batch," in line]
+    assert single and batch
+    assert not any("trace=" in line for line in single)  # the OpenTelemetry middleware let it through
+    assert all("trace=" in line for line in batch)
 
 
 def _group_sizes(service) -> tuple[float, float]:
