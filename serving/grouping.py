@@ -14,6 +14,8 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable
 
+import sqlalchemy as sa
+
 
 class ClaimGroups:
     """Scores single claims in groups, on one thread of its own, from the service's event loop."""
@@ -29,6 +31,11 @@ class ClaimGroups:
         self._rounds: asyncio.Task | None = None
         # One thread: the groups are scored one after another, as the claim store commits them.
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="claim-groups")
+
+    @property
+    def waiting(self) -> int:
+        """Claims waiting for the group being scored to finish."""
+        return len(self._waiting)
 
     async def score(self, record: dict) -> dict:
         """The claim's answer (a decision or its errors), once its group is committed."""
@@ -53,17 +60,35 @@ class ClaimGroups:
                     self._on_group(len(group))
                 try:
                     results = await loop.run_in_executor(self._thread, self._score_each, [r for r, _ in group])
-                except Exception as error:  # the whole group failed (its transaction was undone)
-                    for _, answer in group:
-                        if not answer.done():
-                            answer.set_exception(error)
+                except sa.exc.OperationalError as error:  # the database itself: every claim would fail alike
+                    _fail(group, error)
                     continue
+                except Exception as error:
+                    if len(group) == 1:
+                        _fail(group, error)
+                        continue
+                    # Its transaction was undone: each claim again alone, so that a claim the scorer
+                    # cannot handle fails only its own caller. (A group with a claim_id sent twice is two
+                    # transactions; should the second fail, the first's claims get a second decision.)
+                    results = [await self._alone(loop, record, answer) for record, answer in group]
                 for (_, answer), result in zip(group, results, strict=True):
                     if not answer.done():  # its caller may have gone; the claim is kept all the same
                         answer.set_result(result)
         finally:
             self._rounds = None
-            for _, answer in group + self._waiting:  # only when the service stops: no caller left hanging
-                if not answer.done():
-                    answer.set_exception(RuntimeError("the service stopped before this claim was scored"))
+            # Only when the service stops: no caller is left hanging.
+            _fail(group + self._waiting, RuntimeError("the service stopped before this claim was scored"))
             self._waiting = []
+
+    async def _alone(self, loop: asyncio.AbstractEventLoop, record: dict, answer: asyncio.Future) -> dict | None:
+        try:
+            return (await loop.run_in_executor(self._thread, self._score_each, [record]))[0]
+        except Exception as error:
+            _fail([(record, answer)], error)
+            return None
+
+
+def _fail(callers: list[tuple[dict, asyncio.Future]], error: BaseException) -> None:
+    for _, answer in callers:
+        if not answer.done():
+            answer.set_exception(error)

@@ -7,6 +7,7 @@ import threading
 from datetime import datetime
 
 import pytest
+import sqlalchemy as sa
 
 from models.config import Deadlines
 from models.pyfunc import wire_format
@@ -89,11 +90,12 @@ def _conforms(result: dict) -> None:
 
 def _new_claims(bundle, typed_claims, prefix: str, n: int, seed: int) -> list[dict]:
     """`n` claims reported after the seeded history, with ids of their own; every third reuses a
-    known claimant and the sixth that of the first, so history features count something."""
+    known claimant and the sixth (if any) that of the first, so history features count something."""
     new = generate_claims(500, seed=seed).sort_values("report_date").iloc[-n:].reset_index(drop=True)
     new["claim_id"] = [f"{prefix}-{i}" for i in range(n)]
     new.loc[::3, "claimant_id"] = typed_claims["claimant_id"].tail(n).iloc[:len(new.loc[::3])].to_numpy()
-    new.loc[5, "claimant_id"] = new.loc[0, "claimant_id"]
+    if n > 5:
+        new.loc[5, "claimant_id"] = new.loc[0, "claimant_id"]
     return _as_json(new, bundle)
 
 
@@ -120,6 +122,24 @@ def test_single_claims_scored_together_answer_as_a_batch_and_a_retry_follows_its
     assert fast.store.count_claims() == before + 8  # the retried claim is kept once
 
 
+def _arrive_while_the_first_is_scored(score_each, claims: list[dict], gate: threading.Event, cancel: int | None = None):
+    """The first claim finds the scorer idle; the others arrive while it is held at `gate`."""
+    async def arrive():
+        grouping = ClaimGroups(score_each, max_group=4)
+        first = asyncio.create_task(grouping.score(claims[0]))
+        await asyncio.sleep(0.2)  # the first claim is being scored, alone
+        later = [asyncio.create_task(grouping.score(c)) for c in claims[1:]]
+        while grouping.waiting < len(later):
+            await asyncio.sleep(0.01)
+        if cancel is not None:
+            later[cancel - 1].cancel()  # its caller went away before its group started
+            await asyncio.sleep(0)
+        gate.set()
+        return await asyncio.gather(first, *later, return_exceptions=True)
+
+    return asyncio.run(arrive())
+
+
 def test_claims_arriving_while_others_are_scored_wait_and_go_together(scorers, fitted_run, typed_claims):
     fast, _ = scorers
     claims = _new_claims(fitted_run.bundle, typed_claims, "GROUPED", 8, seed=34)
@@ -128,28 +148,36 @@ def test_claims_arriving_while_others_are_scored_wait_and_go_together(scorers, f
     def score_each(records):  # the real scorer, held until the test lets the first group go
         gate.wait(timeout=60)
         groups.append([r["claim_id"] for r in records])
-        if records[0]["claim_id"] == "GROUPED-6":
-            raise RuntimeError("the claim store went away")
+        if "GROUPED-6" in groups[-1]:
+            raise ValueError("a claim the scorer cannot handle")
         return fast.score_each(records, now=NOW)
 
-    async def arrive():
-        grouping = ClaimGroups(score_each, max_group=4)
-        first = asyncio.create_task(grouping.score(claims[0]))
-        await asyncio.sleep(0.2)  # the first claim found the scorer idle: it is being scored alone
-        later = [asyncio.create_task(grouping.score(c)) for c in claims[1:]]
-        await asyncio.sleep(0)  # all are waiting now
-        later[2].cancel()  # its caller went away before its group started
-        await asyncio.sleep(0)
-        gate.set()
-        return await asyncio.gather(first, *later, return_exceptions=True)
-
-    answers = asyncio.run(arrive())
+    answers = _arrive_while_the_first_is_scored(score_each, claims, gate, cancel=3)
+    # At most 4 together; the cancelled caller's claim is never scored; the failed group's claims
+    # are tried again alone, so only the claim at fault fails.
     assert groups == [["GROUPED-0"], ["GROUPED-1", "GROUPED-2", "GROUPED-4", "GROUPED-5"],
-                      ["GROUPED-6", "GROUPED-7"]]
-    assert [a["claim_id"] for a in answers[:3] + answers[4:6]] == ["GROUPED-0", "GROUPED-1", "GROUPED-2",
-                                                                   "GROUPED-4", "GROUPED-5"]
-    assert all("decision" in a for a in answers[:3] + answers[4:6])
+                      ["GROUPED-6", "GROUPED-7"], ["GROUPED-6"], ["GROUPED-7"]]
+    scored = [0, 1, 2, 4, 5, 7]
+    assert [answers[i]["claim_id"] for i in scored] == [f"GROUPED-{i}" for i in scored]
+    assert all("decision" in answers[i] for i in scored)
     assert isinstance(answers[3], asyncio.CancelledError)
-    assert fast.store.decisions_for("GROUPED-3") == []  # never scored: nothing was acknowledged
-    # A failed group fails its own callers, each told why, and no other.
-    assert [str(a) for a in answers[6:]] == ["the claim store went away"] * 2
+    assert fast.store.decisions_for("GROUPED-3") == []  # nothing was acknowledged, nothing kept
+    assert isinstance(answers[6], ValueError) and str(answers[6]) == "a claim the scorer cannot handle"
+
+
+def test_when_the_database_fails_a_group_every_caller_is_told_once(scorers, fitted_run, typed_claims):
+    fast, _ = scorers
+    claims = _new_claims(fitted_run.bundle, typed_claims, "DBDOWN", 4, seed=35)
+    gate, groups = threading.Event(), []
+
+    def score_each(records):
+        gate.wait(timeout=60)
+        groups.append([r["claim_id"] for r in records])
+        if len(records) > 1:
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
+        return fast.score_each(records, now=NOW)
+
+    answers = _arrive_while_the_first_is_scored(score_each, claims, gate)
+    assert groups == [["DBDOWN-0"], ["DBDOWN-1", "DBDOWN-2", "DBDOWN-3"]]  # not tried again claim by claim
+    assert "decision" in answers[0]
+    assert all(isinstance(a, sa.exc.OperationalError) and "disk I/O error" in str(a) for a in answers[1:])
