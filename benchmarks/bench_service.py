@@ -3,8 +3,9 @@
 One run on this machine: trains a model on generated claims into a private registry, starts both
 servers, then measures single-claim latency (ours: /score with explanations and persistence;
 MLflow: /invocations, scores only) and batch throughput with batches of 256 (ours with and
-without explanations; MLflow scores only), and single claims sent by 8 clients at once (ours with
-its group commit, serving/grouping.py, and with it off, against MLflow). Requests go in turn, so both meet the same
+without explanations; MLflow scores only), and single claims sent by 1 and by 8 clients at once (ours with
+its group commit, serving/grouping.py, with it off, and the same scorer behind BentoML's adaptive
+batching, benchmarks/adaptive_service.py; against MLflow). Requests go in turn, so both meet the same
 machine (it is shared, and its speed drifts); throughput is taken from the median batch. Two in
 three benchmark claims reuse the claimant, policy, provider, payee, phone and address of a
 training claim, so our history features count real earlier claims. Prints medians and
@@ -94,7 +95,7 @@ def main() -> None:
     parser.add_argument("--train-claims", type=int, default=200_000)
     parser.add_argument("--singles", type=int, default=300)
     parser.add_argument("--batches", type=int, default=12)
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients sending single claims")
+    parser.add_argument("--clients", default="1,8", help="numbers of concurrent clients sending single claims")
     parser.add_argument("--concurrent-rounds", type=int, default=4)
     parser.add_argument("--keep", action="store_true", help="keep the temporary registry and claim store")
     args = parser.parse_args()
@@ -132,21 +133,32 @@ def main() -> None:
 
     ours = serve_ours(ours_port)
     alone = serve_ours(alone_port, CLAIMTRIAGE_CONFIG=str(home / "alone.toml"), CLAIMTRIAGE_DATABASE_URL=alone_url)
+    # The same scorer behind BentoML's adaptive batching (benchmarks/adaptive_service.py), on its own store.
+    adaptive_port = free_port()
+    adaptive = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "benchmarks.adaptive_service:AdaptiveBatching",
+                                 "--host", "127.0.0.1", "--port", str(adaptive_port), "--working-dir", str(ROOT)],
+                                env={**env, "BENTOML_HOME": str(home / f"bentoml-{adaptive_port}"),
+                                     "CLAIMTRIAGE_DATABASE_URL": f"sqlite:///{home / 'claims-adaptive.db'}"},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     theirs = subprocess.Popen([str(bin_dir / "mlflow"), "models", "serve", "-m", "models:/claim-triage@champion",
                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(theirs_port), "-w", "1"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(f"http://127.0.0.1:{ours_port}/readyz", ours)
         wait_ready(f"http://127.0.0.1:{alone_port}/readyz", alone)
+        wait_ready(f"http://127.0.0.1:{adaptive_port}/readyz", adaptive)
         wait_ready(f"http://127.0.0.1:{theirs_port}/ping", theirs)
         report(args, f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{theirs_port}", key, book)
-        report_concurrent(args, [("ours /score, group commit", f"http://127.0.0.1:{ours_port}/score", key, False),
-                                 ("ours /score, each claim alone", f"http://127.0.0.1:{alone_port}/score",
-                                  alone_key, False),
-                                 ("mlflow /invocations (scores only)", f"http://127.0.0.1:{theirs_port}/invocations",
-                                  key, True)], book)
+        for clients in (int(n) for n in args.clients.split(",")):
+            report_concurrent(args, clients, [
+                ("ours /score, group commit", f"http://127.0.0.1:{ours_port}/score", key, "claim"),
+                ("ours /score, each claim alone", f"http://127.0.0.1:{alone_port}/score", alone_key, "claim"),
+                ("same scorer, BentoML adaptive batching", f"http://127.0.0.1:{adaptive_port}/score_listed", key,
+                 "list"),
+                ("mlflow /invocations (scores only)", f"http://127.0.0.1:{theirs_port}/invocations", key, "mlflow")],
+                book)
     finally:
-        for process in (ours, alone, theirs):
+        for process in (ours, alone, adaptive, theirs):
             process.terminate()
             process.wait(timeout=30)
         if not args.keep:
@@ -188,54 +200,59 @@ def report(args, ours: str, theirs: str, key: str, book) -> None:
           f"single-claim median ratio ours/mlflow: {statistics.median(ours_single) / statistics.median(theirs_single):.2f}x")
 
 
-def report_concurrent(args, targets: list[tuple[str, str, str, bool]], book) -> None:
-    """Single claims from `args.clients` clients at once, each client sending its next claim when
+def report_concurrent(args, clients: int, targets: list[tuple[str, str, str, str]], book) -> None:
+    """Single claims from `clients` clients at once, each client sending its next claim when
     answered: claims/s and latency per target. Rounds go to the targets in turn (rotating which
     goes first); each round sends fresh claims."""
-    per_round = args.clients * 40
-    claims = claims_as_json(per_round * len(targets) * args.concurrent_rounds + 20, seed=303, book=book)
+    per_round = max(clients * 40, 160)
+    claims = claims_as_json(per_round * len(targets) * args.concurrent_rounds + 20, seed=300 + clients, book=book)
     rates: list[list[float]] = [[] for _ in targets]
     latencies: list[list[float]] = [[] for _ in targets]
     position = 20
-    with ThreadPoolExecutor(args.clients) as pool:
-        for _, url, key, wrapped in targets:  # warm each client connection and code path
-            for warm in claims[:args.clients]:
-                _post_one(url, key, warm, wrapped)
+    with ThreadPoolExecutor(clients) as pool:
+        for _, url, key, shape in targets:  # warm each server's code paths
+            for warm in claims[:clients]:
+                _post_one(url, key, warm, shape)
         for r in range(args.concurrent_rounds):
             order = list(range(len(targets)))
             order = order[r % len(order):] + order[:r % len(order)]
             for k in order:
-                _, url, key, wrapped = targets[k]
+                _, url, key, shape = targets[k]
                 chunk = claims[position:position + per_round]
                 position += per_round
                 start = time.perf_counter()
-                seconds = list(pool.map(lambda part: _post_many(url, key, part, wrapped),
-                                        [chunk[i::args.clients] for i in range(args.clients)]))
+                seconds = list(pool.map(lambda part: _post_many(url, key, part, shape),
+                                        [chunk[i::clients] for i in range(clients)]))
                 rates[k].append(len(chunk) / (time.perf_counter() - start))
                 latencies[k] += [t for part in seconds for t in part]
-    print(f"\n{args.clients} clients at once, each sending single claims ({args.concurrent_rounds} rounds of "
+    print(f"\n{clients} clients at once, each sending single claims ({args.concurrent_rounds} rounds of "
           f"{per_round} claims per row; median round)")
     print(f"{'':44s} {'claims/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s}")
     for (name, *_), rate, lat in zip(targets, rates, latencies):
         ms = np.array(lat) * 1000
         print(f"{name:44s} {statistics.median(rate):8.0f} {np.percentile(ms, 50):8.1f} {np.percentile(ms, 99):8.1f}")
-    print(f"ratio group commit / each alone: {statistics.median(rates[0]) / statistics.median(rates[1]):.2f}x; "
-          f"group commit / mlflow: {statistics.median(rates[0]) / statistics.median(rates[2]):.2f}x")
+    grouped = statistics.median(rates[0])
+    print("ratio of the group commit's claims/s to: " + "; ".join(
+        f"{name} {grouped / statistics.median(rate):.2f}x" for (name, *_), rate in zip(targets[1:], rates[1:])))
 
 
-def _post_one(url: str, key: str, claim: dict, wrapped: bool) -> None:
-    httpx.post(url, json={"dataframe_records": [claim]} if wrapped else claim, timeout=120,
+def _body(claim: dict, shape: str):
+    """A claim as each server takes it: the claim itself, a list of one, or a pandas-style frame."""
+    return {"claim": claim, "list": {"claims": [claim]}, "mlflow": {"dataframe_records": [claim]}}[shape]
+
+
+def _post_one(url: str, key: str, claim: dict, shape: str) -> None:
+    httpx.post(url, json=_body(claim, shape), timeout=120,
                headers={"Authorization": f"Bearer {key}"}).raise_for_status()
 
 
-def _post_many(url: str, key: str, claims: list[dict], wrapped: bool) -> list[float]:
+def _post_many(url: str, key: str, claims: list[dict], shape: str) -> list[float]:
     """One client: each claim in turn over one connection; the seconds each took."""
     seconds = []
     with httpx.Client(timeout=120, headers={"Authorization": f"Bearer {key}"}) as client:
         for claim in claims:
-            seconds.append(timed_post(client, url, {"dataframe_records": [claim]} if wrapped else claim))
+            seconds.append(timed_post(client, url, _body(claim, shape)))
     return seconds
-
 
 if __name__ == "__main__":
     main()

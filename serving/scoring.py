@@ -50,6 +50,7 @@ class Scorer:
         self.explainer = Explainer(bundle)
         self.max_batch = 1000
         self.max_group = 32  # single claims scored together at most (see `serving.grouping`)
+        self.record_rows_below = RECORD_ROWS_BELOW
         self.allowed_fields = {f.name for f in bundle.claim_fields} | set(FIELD_NAMES)
         self.history_features = [s.name for s in bundle.builder.specs_ if s.source == "history"]
 
@@ -136,7 +137,7 @@ class Scorer:
         with self.store.intake() as intake:
             intake.put(claims)
             history = intake.history(claims, self.history_features)
-            if len(claims) < RECORD_ROWS_BELOW:
+            if len(claims) < self.record_rows_below:
                 matrix = np.vstack([builder.transform_record(claim, {name: values[i] for name, values in history.items()})
                                     for i, claim in enumerate(claims)])
             else:
