@@ -74,11 +74,12 @@ class ClaimGroups:
                 for (_, answer), result in zip(group, results, strict=True):
                     if not answer.done():  # its caller may have gone; the claim is kept all the same
                         answer.set_result(result)
+        except BaseException as error:  # the service stopping (or a bug): no caller is left hanging
+            _fail(group + self._waiting, error)
+            self._waiting = []
+            raise
         finally:
             self._rounds = None
-            # Only when the service stops: no caller is left hanging.
-            _fail(group + self._waiting, RuntimeError("the service stopped before this claim was scored"))
-            self._waiting = []
 
     async def _alone(self, loop: asyncio.AbstractEventLoop, record: dict, answer: asyncio.Future) -> dict | None:
         try:
@@ -90,5 +91,9 @@ class ClaimGroups:
 
 def _fail(callers: list[tuple[dict, asyncio.Future]], error: BaseException) -> None:
     for _, answer in callers:
-        if not answer.done():
+        if answer.done():
+            continue
+        if isinstance(error, asyncio.CancelledError):
+            answer.cancel()
+        else:
             answer.set_exception(error)
