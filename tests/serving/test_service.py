@@ -258,7 +258,7 @@ def test_concurrent_single_claims_each_get_their_own_answer(service):
     assert [r.json()["claim_id"] for r in replies] == [c["claim_id"] for c in claims]
     groups, scored = _group_sizes(service)
     assert scored - claims_before == len(claims)  # every claim went through a group, once
-    assert 1 <= groups - groups_before <= len(claims)
+    assert 1 <= groups - groups_before < len(claims)  # and claims that arrived together went together
     store = ClaimStore(service["store_url"])
     assert all(len(store.decisions_for(c["claim_id"])) == 1 for c in claims)
 
