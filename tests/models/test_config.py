@@ -50,3 +50,15 @@ def test_committed_config_file_loads_and_matches_the_defaults():
     defaults = Config(home=committed.home)
     assert committed.targets == defaults.targets and committed.training == defaults.training
     assert committed.deadlines == defaults.deadlines and committed.registry == defaults.registry
+
+
+def test_a_group_size_below_one_stops_the_service_before_it_loads_anything(tmp_path, monkeypatch):
+    from serving.loading import load_scorer
+
+    monkeypatch.setenv("CLAIMTRIAGE_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = tmp_path / "c.toml"
+    path.write_text("[serving]\nmax_group_claims = 0\n")
+    # Nothing is registered in this home: only a check made first gives this error.
+    with pytest.raises(ConfigError, match=r"serving\.max_group_claims must be at least 1 \(1 = no grouping\), not 0"):
+        load_scorer(config=load_config(path))
