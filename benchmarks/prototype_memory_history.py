@@ -13,7 +13,8 @@ instead:
 
 The same batches of 256 are scored on each copy, in-process and in turn, and every answer is
 compared. Only what scoring needs is done. Undo on rollback (for `dicts`), catch-up of other
-processes' writes and the review page's lookups are the work a real version would add.
+processes' writes and the review page's lookups are the work a real version would add. The claims
+here are all new, so the `dicts` replacement path (a claim scored again) is written but not exercised.
 """
 
 from __future__ import annotations
@@ -80,12 +81,7 @@ class DictIndex:
         for field, value in values.items():
             if value is not None:
                 bisect.insort(self.times[field][value], t)
-        who = values.get("claimant_id")
-        for field in SHARED_ENTITIES:
-            value = values.get(field)
-            if value is None or who is None:
-                continue
-            mine = self.users[field][value][who]
+        for field, value, mine in self._uses(values):
             earliest = mine[0] if mine else None
             bisect.insort(mine, t)
             if earliest is None or t < earliest:
@@ -94,18 +90,20 @@ class DictIndex:
                     first.pop(bisect.bisect_left(first, earliest))
                 bisect.insort(first, t)
 
+    def _uses(self, values: dict):
+        """(field, value, the claimant's report times with it) for each shared entity the claim has."""
+        who = values.get("claimant_id")
+        for field in SHARED_ENTITIES:
+            if values.get(field) is not None and who is not None:
+                yield field, values[field], self.users[field][values[field]][who]
+
     def remove(self, claim_id: str) -> None:
         t, values = self.claims.pop(claim_id)
         for field, value in values.items():
             if value is not None:
                 times = self.times[field][value]
                 times.pop(bisect.bisect_left(times, t))
-        who = values.get("claimant_id")
-        for field in SHARED_ENTITIES:
-            value = values.get(field)
-            if value is None or who is None:
-                continue
-            mine = self.users[field][value][who]
+        for field, value, mine in self._uses(values):
             earliest = mine[0]
             mine.pop(bisect.bisect_left(mine, t))
             if not mine or mine[0] != earliest:
