@@ -3,7 +3,9 @@ the store and feature tests hold to the offline pipeline)."""
 
 import asyncio
 import copy
+import sqlite3
 import threading
+import time
 from datetime import datetime
 
 import pytest
@@ -183,3 +185,16 @@ def test_when_the_database_fails_a_group_every_caller_is_told_once(scorers, fitt
     assert groups == [["DBDOWN-0"], ["DBDOWN-1", "DBDOWN-2", "DBDOWN-3"]]  # not tried again claim by claim
     assert "decision" in answers[0]
     assert all(isinstance(a, sa.exc.OperationalError) and "disk I/O error" in str(a) for a in answers[1:])
+
+
+def test_a_claim_waits_for_another_writer_longer_than_the_drivers_five_seconds(scorers, fitted_run, typed_claims):
+    fast, _ = scorers
+    claim = _new_claims(fitted_run.bundle, typed_claims, "WAITS", 1, seed=36)[0]
+    other = sqlite3.connect(fast.store.engine.url.database, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the database's write lock for 6 s
+    threading.Timer(6.0, other.rollback).start()
+    started = time.monotonic()
+    answer = fast.score([claim], now=NOW).results[0]
+    assert "decision" in answer and time.monotonic() - started >= 5.5
+    assert [d["decision"] for d in fast.store.decisions_for("WAITS-0")] == [answer["decision"]]
+    other.close()
