@@ -56,10 +56,7 @@ class Scorer:
 
     def score(self, records: list[dict], explain: bool = True, now: datetime | None = None) -> ScoredBatch:
         """Score claims given as JSON-like dicts; invalid ones get an error entry, the others a decision."""
-        now = now or utc_now()
-        if len(records) == 1:
-            return ScoredBatch([self._score_one(records[0], explain, now)])
-        return self._score_many(records, explain, now)
+        return self._score_many(records, explain, now or utc_now())
 
     def _score_many(self, records: list[dict], explain: bool, now: datetime) -> ScoredBatch:
         """Any number of claims: each validated on its own, then history, features, scores and
@@ -77,8 +74,6 @@ class Scorer:
         in a batch, a claim_id may come twice (a client retrying): the later copy is then scored
         after the earlier one is kept, in a transaction of its own, with the claims after it."""
         now = now or utc_now()
-        if len(records) == 1:
-            return [self._score_one(records[0], True, now)]
         results, valid, positions = self._validated(records, now, repeats_are_errors=False)
         # A claim_id seen again starts a new transaction: the later copy replaces the earlier one.
         segments, seen = [[]], set()
@@ -121,17 +116,10 @@ class Scorer:
             raise RuntimeError(f"claims at positions {missing} got neither a decision nor an error")
         return results
 
-    def _score_one(self, record: dict, explain: bool, now: datetime) -> dict:
-        """One claim without pandas: the same answer as a batch of one, in a fraction of the time."""
-        claim, errors = validate_record(record, self.bundle.claim_fields, as_of=now)
-        errors += self._unknown_fields(record)
-        if errors:
-            return {"claim_id": _text(record.get("claim_id")), "errors": errors}
-        return self._decide([claim], explain, now)[0]
-
     def _decide(self, claims: list[dict], explain: bool, now: datetime) -> list[dict]:
         """Validated claims, in one transaction of the claim store: stored, their history counted,
-        scored, explained and decided, the decisions recorded."""
+        scored, explained and decided, the decisions recorded. A few claims (one, or a group of
+        single claims) get their features claim by claim, without pandas."""
         builder = self.bundle.builder
         cap = self.bundle.targets.auto_approve_amount_cap
         with self.store.intake() as intake:

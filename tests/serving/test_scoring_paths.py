@@ -1,5 +1,5 @@
-"""One claim takes its own fast path; it must answer exactly as the batch path does (whose features
-the store and feature tests hold to the offline pipeline)."""
+"""One claim, and any few claims, get their features claim by claim; they must answer exactly as the
+vectorised batch path does (whose features the store and feature tests hold to the offline pipeline)."""
 
 import asyncio
 import copy
