@@ -82,11 +82,7 @@ class ClaimStore:
         the database on a background thread every half second instead of inside whichever
         request's commit crosses SQLite's threshold, the one slow request in a hundred otherwise."""
         self.url = url
-        # SQLite: wait up to this long for another writer's transaction (a batch of 1,000 claims with
-        # explanations holds the write lock for 0.6-2 s here, by the day) instead of the driver's 5 s,
-        # so a claim waits rather than fails on a slow day. Below the service's 60 s request timeout.
-        sqlite_wait = {"timeout": SQLITE_WRITE_WAIT_SECONDS} if url.startswith("sqlite") else {}
-        self.engine = sa.create_engine(url, future=True, connect_args=sqlite_wait)
+        self.engine = sa.create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
             # WAL lets readers go on while a decision commits; the service is one writer per replica.
             sa.event.listen(self.engine, "connect",
@@ -431,6 +427,10 @@ def _sqlite_pragmas(dbapi_connection, _record, autocheckpoint: bool = True) -> N
     # survive a crash of the process); measured here at about 0.3 ms a commit.
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA cache_size=-65536")
+    # Wait this long for another writer's transaction (a batch of 1,000 claims with explanations
+    # holds the write lock for 0.6-2 s here, by the day) instead of the driver's 5 s, so a claim
+    # waits rather than fails on a slow day. Below the service's 60 s request timeout.
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_WRITE_WAIT_SECONDS * 1000)}")
     cursor.close()
 
 
