@@ -60,11 +60,9 @@ class ClaimGroups:
                     self._on_group(len(group))
                 try:
                     results = await loop.run_in_executor(self._thread, self._score_each, [r for r, _ in group])
-                except sa.exc.OperationalError as error:  # the database itself: every claim would fail alike
-                    _fail(group, error)
-                    continue
                 except Exception as error:
-                    if len(group) == 1:
+                    # The database itself failing would fail every claim alike: told at once.
+                    if len(group) == 1 or isinstance(error, sa.exc.OperationalError):
                         _fail(group, error)
                         continue
                     # Its transaction was undone: each claim again alone, so that a claim the scorer
