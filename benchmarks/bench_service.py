@@ -122,24 +122,22 @@ def main() -> None:
     alone_url = f"sqlite:///{home / 'claims-alone.db'}"
     alone_store = ClaimStore(alone_url)
     alone_key = alone_store.access.create_key(alone_store.engine, "benchmark")
-    ours_port, alone_port, theirs_port = free_port(), free_port(), free_port()
+    ours_port, alone_port, adaptive_port, theirs_port = free_port(), free_port(), free_port(), free_port()
     bin_dir = Path(sys.executable).parent
 
-    def serve_ours(port: int, **extra: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:ClaimTriage", "--host",
-                                 "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)],
+    def serve(service: str, port: int, **extra: str) -> subprocess.Popen:
+        """A BentoML service of this project, with its own BENTOML_HOME (metrics are kept there)."""
+        return subprocess.Popen([sys.executable, "-m", "bentoml", "serve", service, "--host", "127.0.0.1",
+                                 "--port", str(port), "--working-dir", str(ROOT)],
                                 env={**env, "BENTOML_HOME": str(home / f"bentoml-{port}"), **extra},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    ours = serve_ours(ours_port)
-    alone = serve_ours(alone_port, CLAIMTRIAGE_CONFIG=str(home / "alone.toml"), CLAIMTRIAGE_DATABASE_URL=alone_url)
+    ours = serve("serving.service:ClaimTriage", ours_port)
+    alone = serve("serving.service:ClaimTriage", alone_port, CLAIMTRIAGE_CONFIG=str(home / "alone.toml"),
+                  CLAIMTRIAGE_DATABASE_URL=alone_url)
     # The same scorer behind BentoML's adaptive batching (benchmarks/adaptive_service.py), on its own store.
-    adaptive_port = free_port()
-    adaptive = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "benchmarks.adaptive_service:AdaptiveBatching",
-                                 "--host", "127.0.0.1", "--port", str(adaptive_port), "--working-dir", str(ROOT)],
-                                env={**env, "BENTOML_HOME": str(home / f"bentoml-{adaptive_port}"),
-                                     "CLAIMTRIAGE_DATABASE_URL": f"sqlite:///{home / 'claims-adaptive.db'}"},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    adaptive = serve("benchmarks.adaptive_service:AdaptiveBatching", adaptive_port,
+                     CLAIMTRIAGE_DATABASE_URL=f"sqlite:///{home / 'claims-adaptive.db'}")
     theirs = subprocess.Popen([str(bin_dir / "mlflow"), "models", "serve", "-m", "models:/claim-triage@champion",
                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(theirs_port), "-w", "1"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
