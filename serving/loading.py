@@ -48,6 +48,7 @@ def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[S
     if store.count_claims() == 0:
         seeded = store.seed(_training_claims(client, version.run_id), origin="training")
         log.info("claim store %s seeded with %d training claims", config.database_url, seeded)
+    store.history_index()  # built now, not on the first claim
     scorer = Scorer(bundle, str(version.version), store, config.deadlines)
     scorer.max_batch = config.serving.max_batch_claims
     scorer.max_group = config.serving.max_group_claims

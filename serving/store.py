@@ -27,6 +27,7 @@ from features.schema import CLAIM_FIELDS, ENTITY_FIELDS, FIELDS_BY_NAME, ClaimFi
 from serving.access import Access
 from serving.bulk import BulkInsert
 from serving.clock import as_datetime, utc_now
+from serving.history_index import INDEXED_FIELDS, HistoryIndex
 from serving.ledger import Ledger, LedgerEntry, LedgerReport, table_rows
 from serving.review import OUTCOME_LABELS, Review, cases_table, outcomes_table
 
@@ -43,20 +44,26 @@ def _claims_table(metadata: sa.MetaData) -> sa.Table:
                for f in CLAIM_FIELDS]
     columns += [sa.Column("extras", sa.Text(), nullable=True),
                 sa.Column("origin", sa.String(16), nullable=False),
-                sa.Column("stored_at", sa.DateTime(), nullable=False)]
-    return sa.Table("claims", metadata, *columns, *_history_indexes())
+                sa.Column("stored_at", sa.DateTime(), nullable=False),
+                # The order claims were written in (SQLite): what an in-memory history index has
+                # not seen yet. A claim scored again gets a new one. Empty on PostgreSQL.
+                sa.Column("seq", sa.BigInteger(), nullable=True)]
+    return sa.Table("claims", metadata, *columns, sa.Index("ix_claims_seq", "seq"))
 
 
-def _history_indexes() -> list[sa.Index]:
+def _history_indexes(table: sa.Table) -> list[sa.Index]:
     """Per entity, its claims in report order (and, for the shared ones, who made them): each history
-    feature of a claim is then a count over one range of one index, never a read of the table."""
-    indexes = [sa.Index(f"ix_claims_{field}_at", field, "report_date") for field in COUNTED_ENTITIES]
-    indexes += [sa.Index(f"ix_claims_{field}_at", field, "report_date", "claimant_id") for field in SHARED_ENTITIES]
+    feature of a claim is then a count over one range of one index, never a read of the table.
+    For history counted in the database; the in-memory index does without them."""
+    c = table.c
+    indexes = [sa.Index(f"ix_claims_{field}_at", c[field], c.report_date) for field in COUNTED_ENTITIES]
+    indexes += [sa.Index(f"ix_claims_{field}_at", c[field], c.report_date, c.claimant_id) for field in SHARED_ENTITIES]
     return indexes
 
 
 # Single-column indexes of stores written before the composite ones: redundant, so dropped.
 _LEGACY_INDEXES = tuple(f"ix_claims_{name}" for name in ENTITY_FIELDS)
+_ENTITY_INDEXES = tuple(f"ix_claims_{name}_at" for name in ENTITY_FIELDS)
 
 
 def _decisions_table(metadata: sa.MetaData) -> sa.Table:
@@ -77,12 +84,23 @@ def _decisions_table(metadata: sa.MetaData) -> sa.Table:
 class ClaimStore:
     """Claims and decisions in one relational database."""
 
-    def __init__(self, url: str, background_checkpoints: bool = False):
+    def __init__(self, url: str, background_checkpoints: bool = False, history_in_memory: bool | None = None):
         """`background_checkpoints` (SQLite only, for the service): fold the write-ahead log into
         the database on a background thread every half second instead of inside whichever
-        request's commit crosses SQLite's threshold, the one slow request in a hundred otherwise."""
+        request's commit crosses SQLite's threshold, the one slow request in a hundred otherwise.
+
+        `history_in_memory`: count history features in an index held in memory
+        (`serving.history_index`) instead of in the database. The default, and only possible,
+        on SQLite, whose one writer at a time lets every process keep its index exact. On
+        PostgreSQL (several writers at once) they are counted in the database. Which way a
+        store counts decides which indexes its claims table has, so one store is best opened
+        one way; switching rebuilds them."""
         self.url = url
         self.engine = sa.create_engine(url, future=True)
+        self.sequenced = self.engine.dialect.name == "sqlite"
+        if history_in_memory and not self.sequenced:
+            raise ValueError(f"history is counted in memory on SQLite only, not {self.engine.dialect.name}")
+        self.history_in_memory = self.sequenced if history_in_memory is None else history_in_memory
         if self.engine.dialect.name == "sqlite":
             # WAL lets readers go on while a decision commits; the service is one writer per replica.
             sa.event.listen(self.engine, "connect",
@@ -92,31 +110,56 @@ class ClaimStore:
                                  daemon=True).start()
         self.metadata = sa.MetaData()
         self.claims = _claims_table(self.metadata)
+        if not self.history_in_memory:
+            _history_indexes(self.claims)  # constructed on the table, so created with it
         self.decisions = _decisions_table(self.metadata)
         self._bulk = BulkInsert(self.engine.dialect)
         self.review = Review(cases_table(self.metadata), outcomes_table(self.metadata), insert=self._bulk)
         self.ledger = Ledger(self.metadata, insert=self._bulk)
         self.access = Access(self.metadata)
         self.metadata.create_all(self.engine)
-        self._upgrade_indexes()
+        self._upgrade()
         self._field_names = [f.name for f in CLAIM_FIELDS]
         self._history_statements: dict[tuple[tuple[str, ...], int], tuple[str, list]] = {}
+        self._index: HistoryIndex | None = None
+        self._index_building = threading.Lock()
 
-    def _upgrade_indexes(self) -> None:
-        """A store created by an earlier version gets the history indexes (once; minutes for
-        millions of claims) and loses the single-column ones they replace."""
+    def _upgrade(self) -> None:
+        """A store created by an earlier version, or opened the other way (see `history_in_memory`),
+        gets the claims table's `seq` and the indexes it lacks (once; minutes for millions of
+        claims), and loses those it no longer needs."""
         inspector = sa.inspect(self.engine)
+        if "seq" not in {column["name"] for column in inspector.get_columns(self.claims.name)}:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("ALTER TABLE claims ADD COLUMN seq BIGINT")
         have = {ix["name"] for ix in inspector.get_indexes(self.claims.name)}
         missing = [ix for ix in self.claims.indexes if ix.name not in have]
-        legacy = [name for name in _LEGACY_INDEXES if name in have]
-        if not missing and not legacy:
+        unneeded = [name for name in have - {ix.name for ix in self.claims.indexes}
+                    if name in _LEGACY_INDEXES or name in _ENTITY_INDEXES]
+        if not missing and not unneeded:
             return
         with self.engine.begin() as conn:
             for index in missing:
                 log.info("claim store: building index %s", index.name)
                 index.create(conn)
-            for name in legacy:
+            for name in unneeded:
+                log.info("claim store: dropping index %s", name)
                 conn.exec_driver_sql(f"DROP INDEX {name}")
+
+    def history_index(self) -> HistoryIndex | None:
+        """The in-memory history index, built from the store on first use (seconds for a few
+        hundred thousand claims); None where history is counted in the database."""
+        if not self.history_in_memory:
+            return None
+        with self._index_building:
+            if self._index is None:
+                started = time.perf_counter()
+                columns = ", ".join(("claim_id", "seq", "report_date", *INDEXED_FIELDS))
+                with self.engine.connect() as conn:  # one statement: one snapshot of the store
+                    self._index = HistoryIndex.from_rows(conn.exec_driver_sql(f"SELECT {columns} FROM claims"))
+                log.info("claim store: history index of %d claims built in %.1f s", len(self._index.claims),
+                         time.perf_counter() - started)
+            return self._index
 
     def count_claims(self) -> int:
         with self.engine.connect() as conn:
@@ -127,8 +170,12 @@ class ClaimStore:
         stored_at = utc_now()
         rows = [_row(rec, origin, stored_at) for rec in _records(claims)]
         with self.engine.begin() as conn:
+            first_seq = self._next_seq(conn)
             existing = set(conn.execute(sa.select(self.claims.c.claim_id)).scalars())
             fresh = [r for r in rows if r["claim_id"] not in existing]
+            if first_seq is not None:
+                for seq, row in enumerate(fresh, first_seq):
+                    row["seq"] = seq
             for start in range(0, len(fresh), SEED_CHUNK):
                 self._bulk(conn, self.claims, fresh[start:start + SEED_CHUNK])
         return len(fresh)
@@ -152,10 +199,34 @@ class ClaimStore:
             return self._frame(conn.execute(query).all(), names)
 
     @contextlib.contextmanager
-    def intake(self) -> Iterator[Intake]:
-        """One scoring transaction (see `Intake`): committed when the block ends, undone if it raises."""
-        with self.engine.begin() as conn:
-            yield Intake(self, conn)
+    def intake(self, keep: bool = True) -> Iterator[Intake]:
+        """One scoring transaction (see `Intake`): committed when the block ends (rolled back
+        instead with `keep=False`), undone if it raises. The history index follows the outcome."""
+        index = self.history_index()
+        with self.engine.connect() as conn:
+            intake = Intake(self, conn, index)
+            transaction = conn.begin()
+            kept = False
+            try:
+                yield intake
+                if keep:
+                    transaction.commit()
+                    kept = True
+            finally:
+                try:
+                    if not kept:
+                        transaction.rollback()
+                finally:
+                    intake.end(kept)
+
+    def _next_seq(self, conn: sa.Connection) -> int | None:
+        """On SQLite: takes the database's write lock for the rest of the transaction, then gives
+        the next `seq`. Read before any of the transaction's own deletes, so a claim scored again
+        never gets back the seq its earlier version had (other processes would skip it)."""
+        if not self.sequenced:
+            return None
+        self.ledger.lock(conn)
+        return conn.exec_driver_sql("SELECT coalesce(max(seq), 0) + 1 FROM claims").scalar_one()
 
     def record(self, claims: pd.DataFrame | list[dict], responses: list[dict], model_version: str) -> None:
         """Store the claims (replacing earlier versions of the same claim_id) and their decisions, atomically."""
@@ -167,14 +238,9 @@ class ClaimStore:
     def history_features(self, claims: list[dict], wanted: Iterable[str]) -> dict[str, np.ndarray]:
         """The history features scoring these validated claims now would give them, without
         keeping them: they are put in a transaction that is then rolled back (see `Intake.history`)."""
-        with self.engine.connect() as conn:
-            transaction = conn.begin()
-            try:
-                intake = Intake(self, conn)
-                intake.put(claims)
-                return intake.history(claims, wanted)
-            finally:
-                transaction.rollback()
+        with self.intake(keep=False) as intake:
+            intake.put(claims)
+            return intake.history(claims, wanted)
 
     def _history_statement(self, wanted: tuple[str, ...], n: int) -> tuple[str, list[tuple[str, str, str]]]:
         """The statement for `n` claims (see `_build_history_statement`), kept for the common shapes."""
@@ -326,23 +392,58 @@ class Intake:
 
     HISTORY_CHUNK = 400  # claims per history statement: 10 values each, far below any driver's limit
 
-    def __init__(self, store: ClaimStore, conn: sa.Connection) -> None:
+    def __init__(self, store: ClaimStore, conn: sa.Connection, index: HistoryIndex | None = None) -> None:
         self.store = store
         self.conn = conn
+        self.index = index
+        self._holds_index = False
+        self._last_seq: int | None = None
 
     def put(self, claims: list[dict], origin: str = "scored") -> None:
         """Store validated claims (canonical Python values), replacing earlier versions of each claim_id."""
         stored_at = utc_now()
         rows = [_row(claim, origin, stored_at) for claim in claims]
         table = self.store.claims
+        first_seq = self.store._next_seq(self.conn)
+        if first_seq is not None:
+            for seq, row in enumerate(rows, first_seq):
+                row["seq"] = seq
+            self._last_seq = first_seq + len(rows) - 1
+        if self.index is not None and not self._holds_index:
+            self._catch_up()
         self.store._bulk.delete_in(self.conn, table, "claim_id", [r["claim_id"] for r in rows])
         self.store._bulk(self.conn, table, rows)
+        if self.index is not None:
+            for claim in claims:
+                self.index.put(claim)
+
+    def _catch_up(self) -> None:
+        """Hold the index for this transaction, and give it the claims others committed since it last looked."""
+        self.index.lock.acquire()
+        self._holds_index = True
+        columns = ", ".join(("claim_id", "seq", "report_date", *INDEXED_FIELDS))
+        self.index.catch_up(self.conn.exec_driver_sql(
+            f"SELECT {columns} FROM claims WHERE seq > {self.store._bulk.placeholder} ORDER BY seq",
+            (self.index.seen,)))
+        self.index.begin()
+
+    def end(self, kept: bool) -> None:
+        """The transaction has ended: the index keeps or undoes this transaction's claims."""
+        if self._holds_index:
+            try:
+                self.index.end(kept, self._last_seq)
+            finally:
+                self._holds_index = False
+                self.index.lock.release()
 
     def history(self, claims: list[dict], wanted: Iterable[str]) -> dict[str, np.ndarray]:
-        """History features of claims already `put`, counted in the database: float64 arrays in
-        the claims' order, equal bit for bit to `features.history.history_features` over the same
-        claims and stored history (tests hold the two side by side). Missing where the claim lacks
-        the entity (or, for the shared ones, its claimant)."""
+        """History features of claims already `put`: float64 arrays in the claims' order, equal
+        bit for bit to `features.history.history_features` over the same claims and stored
+        history (tests hold them side by side). Missing where the claim lacks the entity (or, for
+        the shared ones, its claimant). From the in-memory index where the store keeps one,
+        otherwise counted in the database."""
+        if self.index is not None:
+            return self.index.history(claims, wanted)
         wanted = tuple(sorted(wanted))
         out = {name: np.full(len(claims), np.nan) for name in wanted}
         if not claims or not wanted:
@@ -462,7 +563,7 @@ def _row(record: dict, origin: str, stored_at: datetime) -> dict:
             row[key] = value
         elif key.startswith("extra_"):
             extras[key] = value
-    row.update(extras=json.dumps(extras) if extras else None, origin=origin, stored_at=stored_at)
+    row.update(extras=json.dumps(extras) if extras else None, origin=origin, stored_at=stored_at, seq=None)
     return row
 
 

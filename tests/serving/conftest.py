@@ -36,7 +36,21 @@ def postgres_database():
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request, tmp_path, postgres_database):
-    if request.param == "sqlite":
+    return _empty_store_url(request.param, tmp_path, postgres_database)
+
+
+@pytest.fixture(params=["sqlite", "sqlite, history in SQL", "postgresql"])
+def history_store(request, tmp_path, postgres_database):
+    """A claim store each way it can count history: in memory (SQLite's default), in the database
+    on SQLite, and in the database on PostgreSQL."""
+    from serving.store import ClaimStore
+
+    url = _empty_store_url(request.param.split(",")[0], tmp_path, postgres_database)
+    return ClaimStore(url, history_in_memory=False if "SQL" in request.param else None)
+
+
+def _empty_store_url(kind: str, tmp_path, postgres_database) -> str:
+    if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'claims.db'}"
     if postgres_database is None:
         pytest.skip("no PostgreSQL server reachable on 127.0.0.1:5432")

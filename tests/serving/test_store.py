@@ -12,8 +12,8 @@ from serving.store import ClaimStore
 
 
 @pytest.fixture
-def store(store_url):
-    return ClaimStore(store_url)
+def store(history_store):
+    return history_store
 
 
 def decision(label: str, fraud: float = 0.1, respond_by: str = "2026-11-26T12:00:00.000Z",
@@ -88,7 +88,7 @@ def _python_record(row) -> dict:
     return out
 
 
-def test_history_in_sql_equals_the_frame_pipeline_claim_by_claim_and_for_a_batch(store, typed_claims):
+def test_online_history_equals_the_frame_pipeline_claim_by_claim_and_for_a_batch(store, typed_claims):
     claims = typed_claims.head(6000).copy()
     # Some claims lack optional entities; some are reported at the very second of an earlier one.
     claims.loc[claims.index[::13], "provider_id"] = None
@@ -178,19 +178,29 @@ def test_the_service_folds_the_log_into_the_database_off_the_request_path(tmp_pa
     assert store.count_claims() == 50
 
 
-def test_a_store_from_before_the_history_indexes_gets_them_on_opening(store_url, typed_claims):
+@pytest.mark.parametrize("in_memory", [None, False], ids=["default", "history in SQL"])
+def test_a_store_from_before_gets_its_seq_and_the_indexes_it_counts_with_on_opening(store_url, typed_claims,
+                                                                                    in_memory):
     import sqlalchemy as sa
 
     old = ClaimStore(store_url)
     old.seed(typed_claims.head(50))
-    with old.engine.begin() as conn:  # as an earlier version left it: one single-column index per entity
+    with old.engine.begin() as conn:  # as an earlier version left it: one single-column index per entity, no seq
         for index in old.claims.indexes:
             conn.exec_driver_sql(f"DROP INDEX {index.name}")
+        conn.exec_driver_sql("ALTER TABLE claims DROP COLUMN seq")
         for name in ("claimant_id", "policy_id", "payee_account", "claimant_phone", "claimant_address", "provider_id"):
             conn.exec_driver_sql(f"CREATE INDEX ix_claims_{name} ON claims ({name})")
     old.engine.dispose()
-    store = ClaimStore(store_url)
-    names = {ix["name"] for ix in sa.inspect(store.engine).get_indexes("claims")}
-    assert names == {ix.name for ix in store.claims.indexes}
-    assert all(ix.name.endswith("_at") for ix in store.claims.indexes) and len(names) == 6
+    store = ClaimStore(store_url, history_in_memory=in_memory)
+    inspector = sa.inspect(store.engine)
+    names = {ix["name"] for ix in inspector.get_indexes("claims")}
+    entity_indexes = {f"ix_claims_{name}_at" for name in ("claimant_id", "policy_id", "payee_account",
+                                                         "claimant_phone", "claimant_address", "provider_id")}
+    # History in memory (SQLite's default) needs no entity index; counted in SQL, it needs all six.
+    assert names == {"ix_claims_seq"} | (set() if store.history_in_memory else entity_indexes)
+    assert store.history_in_memory == (in_memory is None and store_url.startswith("sqlite"))
+    assert "seq" in {c["name"] for c in inspector.get_columns("claims")}
     assert store.count_claims() == 50
+    store.record(typed_claims.iloc[[60]], [decision("STANDARD_REVIEW")], "1")  # old rows (no seq) and new live together
+    assert store.count_claims() == 51
