@@ -34,6 +34,9 @@ SHARED = tuple(SHARED_ENTITIES)
 # What the index keeps of a claim, in this order after its report time.
 INDEXED_FIELDS = (*COUNTED, *SHARED)
 assert COUNTED[0] == "claimant_id"
+# The entities a ring of claims shares: a case shows the other claims with any of them.
+RING_FIELDS = (*SHARED, "provider_id")
+_RING_POSITIONS = tuple(1 + INDEXED_FIELDS.index(field) for field in RING_FIELDS)
 
 # (report time in microseconds, claimant, policy, provider, payee account, phone, address)
 Entry = tuple
@@ -53,6 +56,8 @@ class HistoryIndex:
         self.times: dict[str, dict[str, list[int]]] = {field: {} for field in COUNTED}
         self.uses: dict[str, dict[tuple[str, str], list[int]]] = {field: {} for field in SHARED}
         self.first: dict[str, dict[str, list[int]]] = {field: {} for field in SHARED}
+        # value -> its claim_id, or a list of them once there are several (most values have one)
+        self.members: dict[str, dict[str, str | list[str]]] = {field: {} for field in RING_FIELDS}
         self.claims: dict[str, Entry] = {}
         self.seen = 0
         self.lock = threading.Lock()  # held by one transaction from its first claim to its end
@@ -66,8 +71,11 @@ class HistoryIndex:
             index.claims[claim_id] = (micros(as_datetime(report_date)), *values)
             if seq is not None and seq > index.seen:
                 index.seen = seq
-        for entry in index.claims.values():  # appended unsorted, sorted once below
+        for claim_id, entry in index.claims.items():  # appended unsorted, sorted once below
             t = entry[0]
+            for field, position in zip(RING_FIELDS, _RING_POSITIONS):
+                if entry[position] is not None:
+                    _add_member(index.members[field], entry[position], claim_id)
             for field, value in zip(COUNTED, entry[1:]):
                 if value is not None:
                     index.times[field].setdefault(value, []).append(t)
@@ -124,6 +132,9 @@ class HistoryIndex:
     def _insert(self, claim_id: str, entry: Entry) -> None:
         self.claims[claim_id] = entry
         t, who = entry[0], entry[1]
+        for field, position in zip(RING_FIELDS, _RING_POSITIONS):
+            if entry[position] is not None:
+                _add_member(self.members[field], entry[position], claim_id)
         for field, value in zip(COUNTED, entry[1:]):
             if value is not None:
                 insort(self.times[field].setdefault(value, []), t)
@@ -144,6 +155,9 @@ class HistoryIndex:
     def _remove(self, claim_id: str) -> Entry:
         entry = self.claims.pop(claim_id)
         t, who = entry[0], entry[1]
+        for field, position in zip(RING_FIELDS, _RING_POSITIONS):
+            if entry[position] is not None:
+                _drop_member(self.members[field], entry[position], claim_id)
         for field, value in zip(COUNTED, entry[1:]):
             if value is not None:
                 _pop_from(self.times[field], value, t)
@@ -202,6 +216,22 @@ class HistoryIndex:
         return out
 
 
+    def ring(self, claim_id: str, limit: int) -> list[tuple[str, list[str]]]:
+        """The newest `limit` other claims sharing a ring entity with this one, each with the
+        entities it shares (in RING_FIELDS order); newest first, then by claim_id."""
+        entry = self.claims.get(claim_id)
+        if entry is None:
+            return []
+        shares: dict[str, list[str]] = {}
+        for field, position in zip(RING_FIELDS, _RING_POSITIONS):
+            if entry[position] is not None:
+                for other in _members(self.members[field], entry[position]):
+                    if other != claim_id:
+                        shares.setdefault(other, []).append(field)
+        newest = sorted(shares, key=lambda other: (-self.claims[other][0], other))[:limit]
+        return [(other, shares[other]) for other in newest]
+
+
 def _pop(times: list[int], t: int) -> None:
     del times[bisect_left(times, t)]
 
@@ -212,3 +242,28 @@ def _pop_from(lists: dict, key, t: int) -> None:
     _pop(times, t)
     if not times:
         del lists[key]
+
+
+def _add_member(members: dict, value: str, claim_id: str) -> None:
+    found = members.get(value)
+    if found is None:
+        members[value] = claim_id
+    elif type(found) is str:
+        members[value] = [found, claim_id]
+    else:
+        found.append(claim_id)
+
+
+def _drop_member(members: dict, value: str, claim_id: str) -> None:
+    found = members[value]
+    if type(found) is str:
+        del members[value]
+        return
+    found.remove(claim_id)
+    if len(found) == 1:
+        members[value] = found[0]
+
+
+def _members(members: dict, value: str) -> tuple[str, ...] | list[str]:
+    found = members.get(value)
+    return () if found is None else (found,) if type(found) is str else found

@@ -25,9 +25,9 @@ import sqlalchemy as sa
 from features.history import COUNTED_ENTITIES, SECONDS_PER_DAY, SHARED_ENTITIES, WINDOWS_DAYS
 from features.schema import CLAIM_FIELDS, ENTITY_FIELDS, FIELDS_BY_NAME, ClaimField
 from serving.access import Access
-from serving.bulk import BulkInsert
+from serving.bulk import BulkInsert, key_chunks
 from serving.clock import as_datetime, utc_now
-from serving.history_index import INDEXED_FIELDS, HistoryIndex
+from serving.history_index import INDEXED_FIELDS, RING_FIELDS, HistoryIndex
 from serving.ledger import Ledger, LedgerEntry, LedgerReport, table_rows
 from serving.review import OUTCOME_LABELS, Review, cases_table, outcomes_table
 
@@ -356,18 +356,35 @@ class ClaimStore:
         return frame
 
     def _ring(self, conn: sa.Connection, claim, limit: int = 50) -> list[dict]:
+        """The newest `limit` other claims sharing the claim's payee account, phone, address or
+        provider, each with what it shares; from the history index where the store keeps one."""
         c = self.claims.c
-        links = [(name, getattr(claim, name)) for name in ("payee_account", "claimant_phone", "claimant_address",
-                                                            "provider_id") if getattr(claim, name) is not None]
+        shown = (c.claim_id, c.claimant_id, c.report_date, c.claim_amount, c.loss_type)
+        index = self.history_index()
+        if index is not None:
+            with index.lock:  # not while a transaction of this process has claims in it
+                self._catch_up(conn, index)
+                picks = index.ring(claim.claim_id, limit)
+            rows = {row.claim_id: row for part in key_chunks([claim_id for claim_id, _ in picks])
+                    for row in conn.execute(sa.select(*shown).where(c.claim_id.in_(part)))}
+            return [dict(rows[claim_id]._mapping) | {"shares": shares} for claim_id, shares in picks
+                    if claim_id in rows]
+        links = [(name, getattr(claim, name)) for name in RING_FIELDS if getattr(claim, name) is not None]
         if not links:
             return []
         same = [c[name] == value for name, value in links]
-        shown = (c.claim_id, c.claimant_id, c.report_date, c.claim_amount, c.loss_type)
         query = (sa.select(*shown, *same).where(sa.or_(*same), c.claim_id != claim.claim_id)
-                 .order_by(c.report_date.desc()).limit(limit))
+                 .order_by(c.report_date.desc(), c.claim_id).limit(limit))
         return [dict(zip((col.name for col in shown), row[:len(shown)]))
                 | {"shares": [name for (name, _), hit in zip(links, row[len(shown):]) if hit]}
                 for row in conn.execute(query)]
+
+    def _catch_up(self, conn: sa.Connection, index: HistoryIndex) -> None:
+        """Give the index the claims committed since it last looked (the caller holds its lock).
+        Exact without the write lock too: seqs are given under it, so they commit in order."""
+        columns = ", ".join(("claim_id", "seq", "report_date", *INDEXED_FIELDS))
+        index.catch_up(conn.exec_driver_sql(
+            f"SELECT {columns} FROM claims WHERE seq > {self._bulk.placeholder} ORDER BY seq", (index.seen,)))
 
     def decisions_for(self, claim_id: str) -> list[dict]:
         """Every decision given for a claim, oldest first."""
@@ -421,10 +438,7 @@ class Intake:
         """Hold the index for this transaction, and give it the claims others committed since it last looked."""
         self.index.lock.acquire()
         self._holds_index = True
-        columns = ", ".join(("claim_id", "seq", "report_date", *INDEXED_FIELDS))
-        self.index.catch_up(self.conn.exec_driver_sql(
-            f"SELECT {columns} FROM claims WHERE seq > {self.store._bulk.placeholder} ORDER BY seq",
-            (self.index.seen,)))
+        self.store._catch_up(self.conn, self.index)
         self.index.begin()
 
     def end(self, kept: bool) -> None:

@@ -46,7 +46,9 @@ def crowded(rng: random.Random, template: dict, claim_id: str) -> dict:
 
 
 def index_state(index: HistoryIndex) -> tuple:
-    return index.claims, index.times, index.uses, index.first
+    members = {field: {value: ids if isinstance(ids, str) else sorted(ids) for value, ids in values.items()}
+               for field, values in index.members.items()}
+    return index.claims, index.times, index.uses, index.first, members
 
 
 def rebuilt(store: ClaimStore) -> HistoryIndex:
@@ -148,6 +150,33 @@ def test_the_database_path_and_the_index_give_the_same_features(tmp_path, record
     for name in NAMES:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     assert max(float(np.nanmax(a[name])) for name in NAMES) > 1  # real counts, not all zero
+    # The review page's ring: the same claims, shares and order either way (newest first, capped).
+    rings = 0
+    for claim_id in sorted({c["claim_id"] for c in batch} | {"C1", "C7", "C20"}):
+        ring = in_sql.case(claim_id)["ring"]
+        assert ring == in_memory.case(claim_id)["ring"], claim_id
+        rings += len(ring)
+        assert ring_of(in_sql, claim_id, limit=3) == ring_of(in_memory, claim_id, limit=3)
+    assert rings > 20
+
+
+def ring_of(store: ClaimStore, claim_id: str, limit: int) -> list[dict]:
+    import sqlalchemy as sa
+
+    with store.engine.connect() as conn:
+        claim = conn.execute(sa.select(store.claims).where(store.claims.c.claim_id == claim_id)).first()
+        return store._ring(conn, claim, limit=limit)
+
+
+def test_the_ring_shows_claims_another_process_stored_since(url, records):
+    rng = random.Random(13)
+    ours, theirs = ClaimStore(url), ClaimStore(url)
+    ours.record([dict(crowded(rng, records[0], "MINE"), payee_account="PAY-RING")], [STORED], "1")
+    assert all(r["claim_id"] != "THEIRS" for r in ours.case("MINE")["ring"])
+    theirs.record([dict(crowded(rng, records[1], "THEIRS"), payee_account="PAY-RING")], [STORED], "1")
+    ring = ours.case("MINE")["ring"]  # ours has scored nothing since: reading catches up
+    assert ("THEIRS", "payee_account") in [(r["claim_id"], r["shares"][0]) for r in ring]
+    assert_exact(ours, [crowded(rng, records[2], "P")])
 
 
 def test_postgresql_counts_history_in_the_database(store_url):
