@@ -404,7 +404,9 @@ class Intake:
     counts them exactly as the offline pipeline counts a batch that is its own history: a claim
     sees the other claims of its batch reported before it, and never an older version of itself.
     Then `decide` adds the decisions, review cases and ledger entries. Nothing is kept unless all
-    of it commits. On SQLite the database's write lock is held from `put` to the commit.
+    of it commits. On SQLite the database's write lock is held from `put` to the commit, and so
+    is the in-memory history index, which `put` first brings up to date with what other processes
+    committed, then gives this transaction's claims (undone by `end` if it does not commit).
     """
 
     HISTORY_CHUNK = 400  # claims per history statement: 10 values each, far below any driver's limit
