@@ -15,6 +15,22 @@ CONFIG_ENV = "CLAIMTRIAGE_CONFIG"
 HOME_ENV = "CLAIMTRIAGE_HOME"
 DEFAULT_CONFIG_FILE = "claimtriage.toml"
 
+# What a number setting must be, checked where settings are read (a file, a mapping's overrides).
+_BOUNDS = {
+    "at least 0": lambda v: v >= 0,
+    "at least 1": lambda v: v >= 1,
+    "at least 2": lambda v: v >= 2,
+    "above 0": lambda v: v > 0,
+    "between 0 and 1 (exclusive)": lambda v: 0 < v < 1,
+    "above 0 and at most 1": lambda v: 0 < v <= 1,
+    "a port, 1 to 65535": lambda v: 1 <= v <= 65_535,
+}
+
+
+def _bounded(default, must_be: str):
+    assert must_be in _BOUNDS, must_be
+    return field(default=default, metadata={"must_be": must_be})
+
 
 @dataclass(frozen=True)
 class RegistryConfig:
@@ -22,58 +38,58 @@ class RegistryConfig:
     experiment: str = "claim-triage"
     model_name: str = "claim-triage"
     champion_alias: str = "champion"
-    promotion_tolerance: float = 0.0
+    promotion_tolerance: float = _bounded(0.0, "at least 0")
 
 
 @dataclass(frozen=True)
 class DecisionTargets:
-    auto_approve_precision: float = 0.99
-    auto_approve_min_support: int = 50
-    auto_approve_confidence_z: float = 1.645
-    siu_referral_rate: float = 0.02
-    anomaly_alert_rate: float = 0.01
-    auto_approve_amount_cap: float = 25_000.0
+    auto_approve_precision: float = _bounded(0.99, "between 0 and 1 (exclusive)")
+    auto_approve_min_support: int = _bounded(50, "at least 1")
+    auto_approve_confidence_z: float = _bounded(1.645, "at least 0")
+    siu_referral_rate: float = _bounded(0.02, "between 0 and 1 (exclusive)")
+    anomaly_alert_rate: float = _bounded(0.01, "between 0 and 1 (exclusive)")
+    auto_approve_amount_cap: float = _bounded(25_000.0, "at least 0")
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    seed: int = 0
-    validation_share: float = 0.15
-    test_share: float = 0.15
-    max_trees: int = 300
-    max_depth: int = 5
-    num_leaves: int = 20
-    learning_rate: float = 0.05
-    min_child_samples: int = 50
-    early_stopping_rounds: int = 40
+    seed: int = _bounded(0, "at least 0")
+    validation_share: float = _bounded(0.15, "between 0 and 1 (exclusive)")
+    test_share: float = _bounded(0.15, "between 0 and 1 (exclusive)")
+    max_trees: int = _bounded(300, "at least 1")
+    max_depth: int = _bounded(5, "at least 1")
+    num_leaves: int = _bounded(20, "at least 2")
+    learning_rate: float = _bounded(0.05, "above 0")
+    min_child_samples: int = _bounded(50, "at least 1")
+    early_stopping_rounds: int = _bounded(40, "at least 1")
     extra_trees: bool = False
-    feature_fraction: float = 0.9
+    feature_fraction: float = _bounded(0.9, "above 0 and at most 1")
     reweight_rare_class: bool = True
-    min_data_per_group: int = 100
-    cat_smooth: float = 10.0
-    anomaly_trees: int = 100
-    anomaly_max_samples: int = 128
-    cv_below_rows: int = 20_000
-    cv_folds: int = 5
-    cv_repeats: int = 3
+    min_data_per_group: int = _bounded(100, "at least 1")
+    cat_smooth: float = _bounded(10.0, "at least 0")
+    anomaly_trees: int = _bounded(100, "at least 1")
+    anomaly_max_samples: int = _bounded(128, "at least 2")
+    cv_below_rows: int = _bounded(20_000, "at least 0")
+    cv_folds: int = _bounded(5, "at least 2")
+    cv_repeats: int = _bounded(3, "at least 1")
 
 
 @dataclass(frozen=True)
 class Deadlines:
-    respond_hours: float = 24
-    resolve_hours: float = 72
+    respond_hours: float = _bounded(24.0, "above 0")
+    resolve_hours: float = _bounded(72.0, "above 0")
 
 
 @dataclass(frozen=True)
 class ServingConfig:
     host: str = "127.0.0.1"
-    port: int = 3000
+    port: int = _bounded(3000, "a port, 1 to 65535")
     model_alias: str = "champion"
     database_url: str = ""
-    max_batch_claims: int = 1000
-    max_group_claims: int = 32
+    max_batch_claims: int = _bounded(1000, "at least 1")
+    max_group_claims: int = _bounded(32, "at least 1")  # 1 = no grouping
     trace_single_claims: bool = False
-    synthetic_claims_if_no_champion: int = 200_000
+    synthetic_claims_if_no_champion: int = _bounded(200_000, "at least 1")
 
 
 @dataclass(frozen=True)
@@ -121,17 +137,25 @@ def load_config(path: str | Path | None = None) -> Config:
     for section, value in raw.items():
         if section not in {f.name for f in fields(Config)} - {"home"}:
             raise ConfigError(f"{path}: unknown section [{section}]")
-        current = getattr(config, section)
-        allowed = {f.name for f in fields(current)}
-        checked = {}
-        for key, item in value.items():
-            if key not in allowed:
-                raise ConfigError(f"{path}: unknown key {section}.{key}")
-            expected = type(getattr(current, key))
-            if expected is float and isinstance(item, int) and not isinstance(item, bool):
-                item = float(item)
-            if not isinstance(item, expected) or isinstance(item, bool) != (expected is bool):
-                raise ConfigError(f"{path}: {section}.{key} must be {expected.__name__}, got {item!r}")
-            checked[key] = item
-        config = replace(config, **{section: replace(current, **checked)})
+        config = replace(config, **{section: with_settings(getattr(config, section), value, section, str(path))})
     return config
+
+
+def with_settings(current, values: dict, section: str, where: str):
+    """`current` (one section's settings) with `values` applied, each checked for its name, type and
+    range; the first mistake is a ConfigError naming `where` and the key."""
+    known = {f.name: f for f in fields(current)}
+    checked = {}
+    for key, item in values.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {section}.{key}; known: {', '.join(known)}")
+        expected = type(getattr(current, key))
+        if expected is float and isinstance(item, int) and not isinstance(item, bool):
+            item = float(item)
+        if not isinstance(item, expected) or isinstance(item, bool) != (expected is bool):
+            raise ConfigError(f"{where}: {section}.{key} must be {expected.__name__}, got {item!r}")
+        must_be = known[key].metadata.get("must_be")
+        if must_be is not None and not _BOUNDS[must_be](item):
+            raise ConfigError(f"{where}: {section}.{key} must be {must_be}, got {item!r}")
+        checked[key] = item
+    return replace(current, **checked)

@@ -10,7 +10,7 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
-from models.config import Config, ConfigError, load_config
+from models.config import Config, load_config
 from models.pyfunc import load_bundle
 from serving.scoring import Scorer
 from serving.store import ClaimStore
@@ -35,9 +35,6 @@ def resolve_version(client: MlflowClient, config: Config, uri: str):
 def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[Scorer, dict]:
     """Everything the service needs, loaded once per process."""
     config = config or load_config()
-    if config.serving.max_group_claims < 1:
-        raise ConfigError(f"serving.max_group_claims must be at least 1 (1 = no grouping), "
-                          f"not {config.serving.max_group_claims}")
     mlflow.set_tracking_uri(config.tracking_uri)
     mlflow.set_registry_uri(config.tracking_uri)
     client = MlflowClient()

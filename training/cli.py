@@ -160,18 +160,12 @@ def _mapped(args):
 
 
 def with_training_overrides(config, overrides: dict, where: str):
-    """The mapping's model-shape settings replace the configured ones; unknown keys are errors."""
-    from dataclasses import fields, replace
+    """The mapping's model-shape settings replace the configured ones, checked as the config file's are."""
+    from dataclasses import replace
 
-    known = {f.name: type(getattr(config.training, f.name)) for f in fields(config.training)}
-    unknown = sorted(set(overrides) - set(known))
-    if unknown:
-        raise ValueError(f"{where}: unknown training settings {', '.join(unknown)}; known: {', '.join(known)}")
-    typed = {k: (float(v) if known[k] is float and isinstance(v, int) else v) for k, v in overrides.items()}
-    wrong = [k for k, v in typed.items() if not isinstance(v, known[k]) or isinstance(v, bool) != (known[k] is bool)]
-    if wrong:
-        raise ValueError(f"{where}: training settings of the wrong type: {', '.join(wrong)}")
-    return replace(config, training=replace(config.training, **typed))
+    from models.config import with_settings
+
+    return replace(config, training=with_settings(config.training, overrides, "training", where))
 
 
 def _print_result(result, config) -> None:
