@@ -62,7 +62,8 @@ def claims_as_json(n: int, seed: int, book=None) -> list[dict]:
     from training.generate import generate_claims
 
     bundle = load_bundle("models:/claim-triage@champion")
-    frame = generate_claims(n, seed=seed)
+    frame = generate_claims(max(n, 100), seed=seed)  # the generator makes 100 claims at the least
+    frame = frame.iloc[np.sort(np.random.default_rng(seed).permutation(len(frame))[:n])].reset_index(drop=True)
     frame["claim_id"] = [f"BENCH-{seed}-{i}" for i in range(len(frame))]
     if book is not None:
         known = np.flatnonzero(np.arange(n) % 3 != 0)
