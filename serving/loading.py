@@ -46,9 +46,8 @@ def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[S
         seeded = store.seed(_training_claims(client, version.run_id), origin="training")
         log.info("claim store %s seeded with %d training claims", config.database_url, seeded)
     store.history_index()  # built now, not on the first claim
-    scorer = Scorer(bundle, str(version.version), store, config.deadlines)
-    scorer.max_batch = config.serving.max_batch_claims
-    scorer.max_group = config.serving.max_group_claims
+    scorer = Scorer(bundle, str(version.version), store, config.deadlines,
+                    max_batch=config.serving.max_batch_claims, max_group=config.serving.max_group_claims)
     run = client.get_run(version.run_id)
     info = {
         "model_uri": uri, "name": version.name, "version": str(version.version), "run_id": version.run_id,

@@ -15,7 +15,7 @@ import numpy as np
 from features.record_validation import duplicate_errors, validate_record
 from features.schema import FIELD_NAMES
 from models.bundle import TriageBundle
-from models.config import Deadlines
+from models.config import Deadlines, ServingConfig
 from models.explain import Explainer
 from models.policy import AUTO_APPROVE, RULE_TEXT, record_rule_hits
 from serving.clock import utc_now
@@ -42,14 +42,15 @@ class ScoredBatch:
 class Scorer:
     """One model version, its explainer and the claim store, ready to score."""
 
-    def __init__(self, bundle: TriageBundle, model_version: str, store: ClaimStore, deadlines: Deadlines):
+    def __init__(self, bundle: TriageBundle, model_version: str, store: ClaimStore, deadlines: Deadlines,
+                 max_batch: int = ServingConfig.max_batch_claims, max_group: int = ServingConfig.max_group_claims):
         self.bundle = bundle
         self.model_version = str(model_version)
         self.store = store
         self.deadlines = deadlines
         self.explainer = Explainer(bundle)
-        self.max_batch = 1000
-        self.max_group = 32  # single claims scored together at most (see `serving.grouping`)
+        self.max_batch = max_batch
+        self.max_group = max_group  # single claims scored together at most (see `serving.grouping`)
         self.record_rows_below = RECORD_ROWS_BELOW
         self.allowed_fields = {f.name for f in bundle.claim_fields} | set(FIELD_NAMES)
         self.history_features = [s.name for s in bundle.builder.specs_ if s.source == "history"]
