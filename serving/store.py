@@ -11,10 +11,9 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -22,12 +21,12 @@ import pandas as pd
 import pydantic_core
 import sqlalchemy as sa
 
-from features.history import COUNTED_ENTITIES, SECONDS_PER_DAY, SHARED_ENTITIES, WINDOWS_DAYS
 from features.schema import CLAIM_FIELDS, ENTITY_FIELDS, FIELDS_BY_NAME, ClaimField
 from serving.access import Access
 from serving.bulk import BulkInsert, key_chunks
-from serving.clock import as_datetime, utc_now
+from serving.clock import utc_now
 from serving.history_index import INDEXED_FIELDS, RING_FIELDS, HistoryIndex
+from serving.history_sql import SqlHistory, history_indexes
 from serving.ledger import Ledger, LedgerEntry, LedgerReport, table_rows
 from serving.review import OUTCOME_LABELS, Review, cases_table, outcomes_table
 
@@ -35,7 +34,6 @@ _SQL_TYPES = {"string": sa.String(128), "date": sa.DateTime(), "datetime": sa.Da
               "integer": sa.Integer(), "boolean": sa.Boolean()}
 SEED_CHUNK = 10_000
 SQLITE_WRITE_WAIT_SECONDS = 30.0
-_ONE_SECOND = timedelta(seconds=1)
 log = logging.getLogger("claimtriage.store")
 
 
@@ -49,16 +47,6 @@ def _claims_table(metadata: sa.MetaData) -> sa.Table:
                 # not seen yet. A claim scored again gets a new one. Empty on PostgreSQL.
                 sa.Column("seq", sa.BigInteger(), nullable=True)]
     return sa.Table("claims", metadata, *columns, sa.Index("ix_claims_seq", "seq"))
-
-
-def _history_indexes(table: sa.Table) -> list[sa.Index]:
-    """Per entity, its claims in report order (and, for the shared ones, who made them): each history
-    feature of a claim is then a count over one range of one index, never a read of the table.
-    For history counted in the database; the in-memory index does without them."""
-    c = table.c
-    indexes = [sa.Index(f"ix_claims_{field}_at", c[field], c.report_date) for field in COUNTED_ENTITIES]
-    indexes += [sa.Index(f"ix_claims_{field}_at", c[field], c.report_date, c.claimant_id) for field in SHARED_ENTITIES]
-    return indexes
 
 
 # Single-column indexes of stores written before the composite ones: redundant, so dropped.
@@ -111,7 +99,7 @@ class ClaimStore:
         self.metadata = sa.MetaData()
         self.claims = _claims_table(self.metadata)
         if not self.history_in_memory:
-            _history_indexes(self.claims)  # constructed on the table, so created with it
+            history_indexes(self.claims)  # constructed on the table, so created with it
         self.decisions = _decisions_table(self.metadata)
         self._bulk = BulkInsert(self.engine.dialect)
         self.review = Review(cases_table(self.metadata), outcomes_table(self.metadata), insert=self._bulk)
@@ -120,7 +108,7 @@ class ClaimStore:
         self.metadata.create_all(self.engine)
         self._upgrade()
         self._field_names = [f.name for f in CLAIM_FIELDS]
-        self._history_statements: dict[tuple[tuple[str, ...], int], tuple[str, list]] = {}
+        self._sql_history = SqlHistory(self.claims.name, self._bulk)
         self._index: HistoryIndex | None = None
         self._index_building = threading.Lock()
 
@@ -241,47 +229,6 @@ class ClaimStore:
         with self.intake(keep=False) as intake:
             intake.put(claims)
             return intake.history(claims, wanted)
-
-    def _history_statement(self, wanted: tuple[str, ...], n: int) -> tuple[str, list[tuple[str, str, str]]]:
-        """The statement for `n` claims (see `_build_history_statement`), kept for the common shapes."""
-        key = (wanted, n)
-        found = self._history_statements.get(key)
-        if found is None:
-            found = self._build_history_statement(wanted, n)
-            if len(self._history_statements) < 64:
-                self._history_statements[key] = found
-        return found
-
-    def _build_history_statement(self, wanted: tuple[str, ...], n: int) -> tuple[str, list[tuple[str, str, str]]]:
-        """One statement counting the history features of `n` claims, given as a VALUES list.
-
-        Each feature is a correlated count over one range of one composite index: claims of the
-        same entity reported in [t - window, t), the latest report before t, or the distinct other
-        claimants before t. Driver SQL, the same text on SQLite and PostgreSQL but for the
-        placeholder: building it through the expression language cost more than running it."""
-        table = self.claims.name
-        columns, selects = [], []
-        for field, prefix in COUNTED_ENTITIES.items():
-            for days in WINDOWS_DAYS:
-                name = f"{prefix}_claims_{days}d"
-                if name in wanted:
-                    columns.append((name, field, "count"))
-                    selects.append(f"(SELECT count(*) FROM {table} c WHERE c.{field} = b.{field} "
-                                   f"AND c.report_date >= b.t_{days} AND c.report_date < b.t)")
-        if "days_since_claimant_last_claim" in wanted:
-            columns.append(("days_since_claimant_last_claim", "claimant_id", "last"))
-            selects.append(f"(SELECT max(c.report_date) FROM {table} c WHERE c.claimant_id = b.claimant_id "
-                           f"AND c.report_date < b.t)")
-        for field, prefix in SHARED_ENTITIES.items():
-            name = f"{prefix}_other_claimants"
-            if name in wanted:
-                columns.append((name, field, "others"))
-                selects.append(f"(SELECT count(DISTINCT c.claimant_id) FROM {table} c WHERE c.{field} = b.{field} "
-                               f"AND c.report_date < b.t AND c.claimant_id <> b.claimant_id)")
-        row = "(" + ", ".join([self._bulk.placeholder] * (2 + len(WINDOWS_DAYS) + len(ENTITY_FIELDS))) + ")"
-        names = ", ".join(("i", "t", *(f"t_{days}" for days in WINDOWS_DAYS), *ENTITY_FIELDS))
-        sql = f"WITH b({names}) AS (VALUES {', '.join([row] * n)}) SELECT b.i, {', '.join(selects)} FROM b"
-        return sql, columns
 
     # --- review workflow ---------------------------------------------------------------------
 
@@ -409,8 +356,6 @@ class Intake:
     committed, then gives this transaction's claims (undone by `end` if it does not commit).
     """
 
-    HISTORY_CHUNK = 400  # claims per history statement: 10 values each, far below any driver's limit
-
     def __init__(self, store: ClaimStore, conn: sa.Connection, index: HistoryIndex | None = None) -> None:
         self.store = store
         self.conn = conn
@@ -460,38 +405,7 @@ class Intake:
         otherwise counted in the database."""
         if self.index is not None:
             return self.index.history(claims, wanted)
-        wanted = tuple(sorted(wanted))
-        out = {name: np.full(len(claims), np.nan) for name in wanted}
-        if not claims or not wanted:
-            return out
-        as_db = self.store._bulk.moment  # driver SQL: moments as the driver stores them
-        windows = [timedelta(days=days) for days in WINDOWS_DAYS]
-        rows = []
-        for start in range(0, len(claims), self.HISTORY_CHUNK):
-            chunk = claims[start:start + self.HISTORY_CHUNK]
-            sql, columns = self.store._history_statement(wanted, len(chunk))
-            params: list = []
-            for i, claim in enumerate(chunk, start):
-                t = claim["report_date"]
-                params += [i, as_db(t), *[as_db(t - window) for window in windows]]
-                params += [claim.get(field) for field in ENTITY_FIELDS]
-            rows += self.conn.exec_driver_sql(sql, tuple(params)).all()
-        order = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        # No entity, no history: missing, as the offline pipeline has it (the shared entities also
-        # need the claimant, to tell the others apart).
-        lacking = {field: np.fromiter((claim.get(field) is None for claim in claims), dtype=bool, count=len(claims))
-                   for field in ENTITY_FIELDS}
-        for k, (name, field, kind) in enumerate(columns, start=1):
-            if kind == "last":
-                values = np.array([math.nan if row[k] is None else
-                                   (claims[row[0]]["report_date"] - as_datetime(row[k])) // _ONE_SECOND
-                                   for row in rows], dtype=np.float64) / SECONDS_PER_DAY
-            else:
-                values = np.fromiter((row[k] for row in rows), dtype=np.float64, count=len(rows))
-            out[name][order] = values
-            missing = lacking[field] | lacking["claimant_id"] if kind == "others" else lacking[field]
-            out[name][missing] = np.nan
-        return out
+        return self.store._sql_history.count(self.conn, claims, wanted)
 
     def decide(self, claims: list[dict], responses: list[dict], model_version: str) -> None:
         """The claims' decisions (one per claim, in order), their review cases and ledger entries."""
