@@ -56,7 +56,7 @@ def main() -> None:
     print(f"validation of every field:                       {t_validate:7.2f} s  ({n / t_validate:,.0f} claims/s)")
     print(f"ours, all {matrix.shape[1]} features incl. history:            {t_features:7.2f} s  "
           f"({n / t_features:,.0f} claims/s)")
-    print(f"ONE history feature (claimant claims, 365 d):")
+    print("ONE history feature (claimant claims, 365 d):")
     print(f"  pandas groupby-rolling:                        {t_pandas:7.2f} s")
     print(f"  ours (sorted keys + binary search):            {t_ours_one:7.2f} s")
     print(f"  ratio pandas / ours:                           {t_pandas / t_ours_one:7.1f}x")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from features.schema import CLAIM_FIELDS, EARLIEST_DATE, LATEST_DATE, ClaimField
 from features.validation import (
@@ -32,6 +32,9 @@ from features.validation import (
     _TRUE_TEXT,
     FUTURE_TOLERANCE,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["validate_record"]
 

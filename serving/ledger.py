@@ -440,8 +440,8 @@ class Ledger:
                 for e in entries:
                     seen[e.seq] = 1
                     if e.content_digest != row_digest:
-                        what = (f"does not match its ledger entry, which was itself altered"
-                                if e.seq in walk.broken else f"was altered after it was recorded")
+                        what = ("does not match its ledger entry, which was itself altered"
+                                if e.seq in walk.broken else "was altered after it was recorded")
                         problems.add((e.seq, 4), f"entry {e.seq} ({kind} {ref}, claim {e.claim_id}): "
                                                  f"the {kind} {what}")
                 if len(entries) > 1:

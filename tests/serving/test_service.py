@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pandas as pd
 import pytest
 
