@@ -15,7 +15,7 @@ CONFIG_ENV = "CLAIMTRIAGE_CONFIG"
 HOME_ENV = "CLAIMTRIAGE_HOME"
 DEFAULT_CONFIG_FILE = "claimtriage.toml"
 
-# What a number setting must be, checked where settings are read (a file, a mapping's overrides).
+# What a setting must be, checked where settings are read (a file, a mapping's overrides).
 _BOUNDS = {
     "at least 0": lambda v: v >= 0,
     "at least 1": lambda v: v >= 1,
@@ -24,6 +24,7 @@ _BOUNDS = {
     "between 0 and 1 (exclusive)": lambda v: 0 < v < 1,
     "above 0 and at most 1": lambda v: 0 < v <= 1,
     "a port, 1 to 65535": lambda v: 1 <= v <= 65_535,
+    '"tables" or "reference"': lambda v: v in ("tables", "reference"),
 }
 
 
@@ -89,6 +90,7 @@ class ServingConfig:
     max_batch_claims: int = _bounded(1000, "at least 1")
     max_group_claims: int = _bounded(32, "at least 1")  # 1 = no grouping
     trace_single_claims: bool = False
+    shap_engine: str = _bounded("tables", '"tables" or "reference"')
     synthetic_claims_if_no_champion: int = _bounded(200_000, "at least 1")
 
 

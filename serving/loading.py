@@ -47,7 +47,8 @@ def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[S
         log.info("claim store %s seeded with %d training claims", config.database_url, seeded)
     store.history_index()  # built now, not on the first claim
     scorer = Scorer(bundle, str(version.version), store, config.deadlines,
-                    max_batch=config.serving.max_batch_claims, max_group=config.serving.max_group_claims)
+                    max_batch=config.serving.max_batch_claims, max_group=config.serving.max_group_claims,
+                    shap_engine=config.serving.shap_engine)
     run = client.get_run(version.run_id)
     info = {
         "model_uri": uri, "name": version.name, "version": str(version.version), "run_id": version.run_id,
@@ -56,6 +57,7 @@ def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[S
         "features": bundle.builder.feature_names_, "claim_fields": [f.name for f in bundle.claim_fields],
         "deadlines_hours": {"respond": config.deadlines.respond_hours, "resolve": config.deadlines.resolve_hours},
         "max_batch_claims": scorer.max_batch, "max_group_claims": scorer.max_group,
+        "shap_engine": scorer.explainer.engine,
     }
     # Everything loaded so far lives as long as the process: keep it out of the garbage
     # collector's full passes, which otherwise walk it and stall a request now and then.

@@ -43,12 +43,13 @@ class Scorer:
     """One model version, its explainer and the claim store, ready to score."""
 
     def __init__(self, bundle: TriageBundle, model_version: str, store: ClaimStore, deadlines: Deadlines,
-                 max_batch: int = ServingConfig.max_batch_claims, max_group: int = ServingConfig.max_group_claims):
+                 max_batch: int = ServingConfig.max_batch_claims, max_group: int = ServingConfig.max_group_claims,
+                 shap_engine: str = ServingConfig.shap_engine):
         self.bundle = bundle
         self.model_version = str(model_version)
         self.store = store
         self.deadlines = deadlines
-        self.explainer = Explainer(bundle)
+        self.explainer = Explainer(bundle, shap_engine)
         self.max_batch = max_batch
         self.max_group = max_group  # single claims scored together at most (see `serving.grouping`)
         self.record_rows_below = RECORD_ROWS_BELOW

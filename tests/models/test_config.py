@@ -41,6 +41,7 @@ def test_file_values_override_defaults_and_env_overrides_tracking(tmp_path, monk
     ("[targets]\nsiu_referral_rate = 1.5\n", "targets.siu_referral_rate must be between 0 and 1 (exclusive), got 1.5"),
     ("[deadlines]\nresolve_hours = 0\n", "deadlines.resolve_hours must be above 0, got 0.0"),
     ("[training]\nfeature_fraction = 0\n", "training.feature_fraction must be above 0 and at most 1, got 0.0"),
+    ('[serving]\nshap_engine = "shap"\n', 'serving.shap_engine must be "tables" or "reference", got \'shap\''),
 ])
 def test_mistakes_name_the_key(tmp_path, text, message):
     path = tmp_path / "c.toml"

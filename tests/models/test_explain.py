@@ -73,6 +73,29 @@ def test_forest_tables_give_shaps_treeexplainer_values(explained, fitted_run):
     assert explainer.tables["anomaly"].expected_value == pytest.approx(float(np.ravel(oracle.expected_value)[0]), abs=1e-12)
 
 
+def test_the_reference_engine_calls_the_named_tools_and_gives_the_same_reasons(explained, fitted_run):
+    """serving.shap_engine = "reference": LightGBM's pred_contrib and shap's TreeExplainer on the hot
+    path instead of the tables; the same contributions, base values and reasons."""
+    from models.explain import LightGBMContributions, ShapTreeContributions
+
+    tables, matrix, parts = explained
+    reference = Explainer(fitted_run.bundle, "reference")
+    assert isinstance(reference.tables["fraud"], LightGBMContributions)
+    assert isinstance(reference.tables["anomaly"], ShapTreeContributions)
+    theirs = reference.contributions(matrix)
+    for name, (base, values) in parts.items():
+        np.testing.assert_allclose(theirs[name][1], values, rtol=0, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(theirs[name][0], base, rtol=0, atol=1e-12, err_msg=name)
+    ours, its = tables.reasons(matrix[:50], contributions=parts), reference.reasons(matrix[:50], contributions=theirs)
+    for mine, other in zip(ours, its):
+        for model in mine:
+            assert [(r.feature, r.text) for r in mine[model]] == [(r.feature, r.text) for r in other[model]]
+            np.testing.assert_allclose([r.contribution for r in mine[model]],
+                                       [r.contribution for r in other[model]], atol=2e-6)
+    with pytest.raises(ValueError, match="one of tables, reference, not 'shap'"):
+        Explainer(fitted_run.bundle, "shap")
+
+
 def test_a_batch_is_explained_exactly_as_each_claim_alone(explained):
     # Batches take a different road (half of the claims on a second thread).
     explainer, matrix, parts = explained
