@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Iterable
 
 from features.schema import CLAIM_FIELDS, EARLIEST_DATE, LATEST_DATE, ClaimField
 from features.validation import (
-    _FALSE_TEXT,
-    _LARGEST_EXACT_INTEGER,
-    _LARGEST_FLOAT,
-    _MAX_VALUE_CHARS,
-    _TRUE_TEXT,
+    FALSE_TEXT,
     FUTURE_TOLERANCE,
+    LARGEST_EXACT_INTEGER,
+    LARGEST_FLOAT,
+    MAX_VALUE_CHARS,
+    TRUE_TEXT,
 )
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ def _read_number(value) -> tuple[float | None, str | None]:
             return None, NOT_FINITE
         return value, None
     if kind is int:
-        return (None, TOO_LARGE) if abs(value) > _LARGEST_FLOAT else (float(value), None)
+        return (None, TOO_LARGE) if abs(value) > LARGEST_FLOAT else (float(value), None)
     if kind is bool:
         return None, NOT_NUMBER_BOOL
     number = _number_from_text(value)
@@ -195,7 +195,7 @@ def _check_integer(spec: ClaimField, value):
     number, reason = _read_number(value)
     if reason is not None:
         return None, (reason,)
-    if not abs(number) <= _LARGEST_EXACT_INTEGER:
+    if not abs(number) <= LARGEST_EXACT_INTEGER:
         return None, (TOO_LARGE,)
     if number % 1 != 0:
         return None, (NOT_WHOLE,)
@@ -212,9 +212,9 @@ def _check_boolean(spec: ClaimField, value):
             return value == 1, ()
     elif kind is str:
         text = value.strip().lower()
-        if text in _TRUE_TEXT:
+        if text in TRUE_TEXT:
             return True, ()
-        if text in _FALSE_TEXT:
+        if text in FALSE_TEXT:
             return False, ()
     return None, (NOT_BOOLEAN,)
 
@@ -289,9 +289,9 @@ def _datetime_from_text_by_pandas(text: str):
     import numpy as np
     import pandas as pd
 
-    from features.validation import _parse_datetime
+    from features.validation import parse_datetime
 
-    parsed, bad, _ = _parse_datetime(pd.Series([text]), np.zeros(1, bool))
+    parsed, bad, _ = parse_datetime(pd.Series([text]), np.zeros(1, bool))
     if bad[0]:
         return None
     when = parsed.iloc[0]
@@ -313,9 +313,9 @@ def _number_from_text_by_pandas(text: str) -> float:
     import numpy as np
     import pandas as pd
 
-    from features.validation import _parse_number
+    from features.validation import parse_number
 
-    numbers, bad, _ = _parse_number(pd.Series([text]), np.zeros(1, bool))
+    numbers, bad, _ = parse_number(pd.Series([text]), np.zeros(1, bool))
     return float("nan") if bad[0] else float(numbers.iloc[0])
 
 
@@ -326,7 +326,7 @@ def _show_value(value) -> str | None:
     if value is None or (type(value) is float and value != value):
         return None
     text = json.dumps(value) if type(value) is str or type(value) is bool else str(value)
-    return text if len(text) <= _MAX_VALUE_CHARS else f"{text[:_MAX_VALUE_CHARS]}... ({len(text)} chars)"
+    return text if len(text) <= MAX_VALUE_CHARS else f"{text[:MAX_VALUE_CHARS]}... ({len(text)} chars)"
 
 
 def _refuse_what_a_frame_cannot_hold(record: dict) -> None:

@@ -26,9 +26,9 @@ from features.schema import (
 ERROR_COLUMNS = ("row", "claim_id", "column", "value", "reason")
 # A report date may run ahead of the scoring clock by clock skew between systems, not by more.
 FUTURE_TOLERANCE = pd.Timedelta(days=1)
-_TRUE_TEXT = frozenset({"true", "1"})
-_FALSE_TEXT = frozenset({"false", "0"})
-_MAX_VALUE_CHARS = 80  # values quoted in a report are cut to this, so a 10 MB string stays readable
+TRUE_TEXT = frozenset({"true", "1"})
+FALSE_TEXT = frozenset({"false", "0"})
+MAX_VALUE_CHARS = 80  # values quoted in a report are cut to this, so a 10 MB string stays readable
 
 LABEL_SCHEMA: dict[str, ClaimField] = {
     name: ClaimField(name, "boolean", True, f"Outcome label {name}.") for name in LABEL_FIELDS
@@ -158,7 +158,7 @@ def _show_value(value) -> str | None:
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
     text = json.dumps(value) if isinstance(value, (str, bool)) else str(value)
-    return text if len(text) <= _MAX_VALUE_CHARS else f"{text[:_MAX_VALUE_CHARS]}... ({len(text)} chars)"
+    return text if len(text) <= MAX_VALUE_CHARS else f"{text[:MAX_VALUE_CHARS]}... ({len(text)} chars)"
 
 
 def _combine(problems: list[pd.DataFrame]) -> pd.DataFrame:
@@ -222,7 +222,9 @@ def _parse_string(raw: pd.Series, missing: np.ndarray):
     return values, ~is_text, "must be text"
 
 
-def _parse_number(raw: pd.Series, missing: np.ndarray):
+def parse_number(raw: pd.Series, missing: np.ndarray):
+    """A column read as float64: (values, which could not be read, the reason). The record
+    validator falls back on it for text only pandas reads, so both read numbers alike."""
     if pd.api.types.is_bool_dtype(raw.dtype):
         return pd.Series(np.full(len(raw), np.nan)), np.ones(len(raw), bool), "must be a number, not true/false"
     if pd.api.types.is_numeric_dtype(raw.dtype):
@@ -231,7 +233,7 @@ def _parse_number(raw: pd.Series, missing: np.ndarray):
         return numbers.where(~pd.Series(bad), np.nan), bad, "must be a finite number"
     is_bool = raw.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
     # A whole number beyond any float (JSON allows 1 followed by 400 zeros) is reported, not raised.
-    huge = raw.map(lambda v: isinstance(v, int) and not isinstance(v, bool) and abs(v) > _LARGEST_FLOAT) \
+    huge = raw.map(lambda v: isinstance(v, int) and not isinstance(v, bool) and abs(v) > LARGEST_FLOAT) \
         .to_numpy(dtype=bool)
     numbers = pd.to_numeric(raw.where(~pd.Series(is_bool | huge), None), errors="coerce").astype("float64")
     arr = numbers.to_numpy(na_value=np.nan)
@@ -240,17 +242,17 @@ def _parse_number(raw: pd.Series, missing: np.ndarray):
     return numbers.where(~pd.Series(bad), np.nan), bad & ~missing, reasons
 
 
-_LARGEST_FLOAT = sys.float_info.max
+LARGEST_FLOAT = sys.float_info.max
 # Whole numbers beyond this cannot be held exactly (and no count in a claim comes near it).
-_LARGEST_EXACT_INTEGER = 2.0 ** 53
+LARGEST_EXACT_INTEGER = 2.0 ** 53
 
 
 def _parse_integer(raw: pd.Series, missing: np.ndarray):
-    numbers, bad, reason = _parse_number(raw, missing)
+    numbers, bad, reason = parse_number(raw, missing)
     if isinstance(reason, str) and reason.endswith("true/false"):
         return pd.Series(pd.array([pd.NA] * len(raw), dtype="Int64")), bad, reason
     arr = numbers.to_numpy(na_value=np.nan)
-    huge = ~bad & (np.abs(np.nan_to_num(arr)) > _LARGEST_EXACT_INTEGER)
+    huge = ~bad & (np.abs(np.nan_to_num(arr)) > LARGEST_EXACT_INTEGER)
     fractional = ~bad & ~huge & ~np.isnan(arr) & (np.mod(np.nan_to_num(arr), 1) != 0)
     # An unreadable value keeps the number's own reason; a readable one is too large or fractional.
     unreadable = np.broadcast_to(np.asarray(reason, dtype=object), arr.shape)
@@ -269,8 +271,8 @@ def _parse_boolean(raw: pd.Series, missing: np.ndarray):
             return bool(v)
         if isinstance(v, (int, np.integer)) and v in (0, 1):
             return bool(v)
-        if isinstance(v, str) and v.strip().lower() in _TRUE_TEXT | _FALSE_TEXT:
-            return v.strip().lower() in _TRUE_TEXT
+        if isinstance(v, str) and v.strip().lower() in TRUE_TEXT | FALSE_TEXT:
+            return v.strip().lower() in TRUE_TEXT
         return None
 
     parsed = raw.map(lambda v: None if v is None or (not isinstance(v, str) and pd.isna(v)) else one(v))
@@ -278,7 +280,9 @@ def _parse_boolean(raw: pd.Series, missing: np.ndarray):
     return parsed.astype("boolean"), bad, "must be true or false"
 
 
-def _parse_datetime(raw: pd.Series, missing: np.ndarray):
+def parse_datetime(raw: pd.Series, missing: np.ndarray):
+    """A column read as naive UTC datetime64[s]: (values, which could not be read, the reason).
+    The record validator falls back on it for text only pandas reads, so both read moments alike."""
     if pd.api.types.is_datetime64_any_dtype(raw.dtype):
         values = raw
         if getattr(raw.dt, "tz", None) is not None:
@@ -294,17 +298,17 @@ def _parse_datetime(raw: pd.Series, missing: np.ndarray):
 
 
 def _parse_date(raw: pd.Series, missing: np.ndarray):
-    parsed, bad, _ = _parse_datetime(raw, missing)
+    parsed, bad, _ = parse_datetime(raw, missing)
     has_time = (parsed != parsed.dt.normalize()).to_numpy(dtype=bool, na_value=False)
     return parsed, bad | has_time, "must be a date (YYYY-MM-DD) without a time of day"
 
 
 _PARSERS = {
     "string": _parse_string,
-    "number": _parse_number,
+    "number": parse_number,
     "integer": _parse_integer,
     "boolean": _parse_boolean,
-    "datetime": _parse_datetime,
+    "datetime": parse_datetime,
     "date": _parse_date,
 }
 
