@@ -53,8 +53,10 @@ def _unprocessable(result: dict) -> JSONResponse:
     return JSONResponse({"error": "the claim is not valid", **result}, status_code=422)
 
 
-# Read when the service is defined (BentoML takes its settings from the decorator).
-_UNTRACED = {} if load_config().serving.trace_single_claims else {"tracing": {"excluded_urls": ["/score$"]}}
+# Read once, when the service is defined: BentoML takes its settings from the decorator, and the
+# service loads with the same configuration.
+_CONFIG = load_config()
+_UNTRACED = {} if _CONFIG.serving.trace_single_claims else {"tracing": {"excluded_urls": ["/score$"]}}
 
 
 @bentoml.service(name="claim-triage", traffic={"timeout": 60}, workers=1, **_UNTRACED)
@@ -65,7 +67,7 @@ class ClaimTriage:
     def __init__(self) -> None:
         from serving.loading import load_scorer
 
-        self.scorer, self.model_info = load_scorer(os.environ.get(MODEL_URI_ENV))
+        self.scorer, self.model_info = load_scorer(os.environ.get(MODEL_URI_ENV), _CONFIG)
         self.max_batch = self.scorer.max_batch
         self.groups = ClaimGroups(self.scorer.score_each, self.scorer.max_group, on_group=GROUP_SIZES.observe)
         RequireCredentials.store = self.scorer.store  # the same engine checks credentials
