@@ -69,7 +69,7 @@ class TrainingConfig:
     min_data_per_group: int = _bounded(100, "at least 1")
     cat_smooth: float = _bounded(10.0, "at least 0")
     anomaly_trees: int = _bounded(100, "at least 1")
-    anomaly_max_samples: int = _bounded(256, "at least 2")
+    anomaly_max_samples: int = _bounded(128, "at least 2")
     cv_below_rows: int = _bounded(20_000, "at least 0")
     cv_folds: int = _bounded(5, "at least 2")
     cv_repeats: int = _bounded(3, "at least 1")
