@@ -15,6 +15,9 @@ CONFIG_ENV = "CLAIMTRIAGE_CONFIG"
 HOME_ENV = "CLAIMTRIAGE_HOME"
 DEFAULT_CONFIG_FILE = "claimtriage.toml"
 
+# Where the reasons' SHAP values come from (models/explain.py): the per-leaf tables, or the tools themselves.
+SHAP_ENGINES = ("tables", "reference")
+
 # What a setting must be, checked where settings are read (a file, a mapping's overrides).
 _BOUNDS = {
     "at least 0": lambda v: v >= 0,
@@ -24,7 +27,7 @@ _BOUNDS = {
     "between 0 and 1 (exclusive)": lambda v: 0 < v < 1,
     "above 0 and at most 1": lambda v: 0 < v <= 1,
     "a port, 1 to 65535": lambda v: 1 <= v <= 65_535,
-    '"tables" or "reference"': lambda v: v in ("tables", "reference"),
+    '"tables" or "reference"': lambda v: v in SHAP_ENGINES,
 }
 
 

@@ -23,11 +23,11 @@ import numpy as np
 
 from models.anomaly import average_path_length
 from models.bundle import TriageBundle
+from models.config import SHAP_ENGINES
 from models.reasons import reason_sentence
 from models.treeshap import TreeTables
 
 MODELS = ("eligibility", "fraud", "anomaly")
-ENGINES = ("tables", "reference")
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,8 @@ class Explainer:
     """Contributions and reasons for a bundle; build once per process, reuse for every claim."""
 
     def __init__(self, bundle: TriageBundle, engine: str = "tables"):
-        if engine not in ENGINES:
-            raise ValueError(f"the SHAP engine is one of {', '.join(ENGINES)}, not {engine!r}")
+        if engine not in SHAP_ENGINES:
+            raise ValueError(f"the SHAP engine is one of {', '.join(SHAP_ENGINES)}, not {engine!r}")
         self.bundle = bundle
         self.engine = engine
         self.names = bundle.builder.feature_names_
@@ -92,11 +92,11 @@ class Explainer:
         if bundle.eligibility:
             boosted["eligibility"] = bundle.eligibility
         if engine == "tables":
-            self.tables = {name: TreeTables.from_lightgbm(model.booster) for name, model in boosted.items()}
-            self.tables["anomaly"] = TreeTables.from_isolation_forest(bundle.anomaly.forest_)
+            self.sources = {name: TreeTables.from_lightgbm(model.booster) for name, model in boosted.items()}
+            self.sources["anomaly"] = TreeTables.from_isolation_forest(bundle.anomaly.forest_)
         else:
-            self.tables = {name: LightGBMContributions(model.booster) for name, model in boosted.items()}
-            self.tables["anomaly"] = ShapTreeContributions(bundle.anomaly.forest_)
+            self.sources = {name: LightGBMContributions(model.booster) for name, model in boosted.items()}
+            self.sources["anomaly"] = ShapTreeContributions(bundle.anomaly.forest_)
         self.path_scale = float(average_path_length(np.array([bundle.anomaly.forest_.max_samples_]))[0])
         categories = bundle.builder.categories_
         self._category_names = [None if categories.get(name) is None else [str(c) for c in categories[name]]
@@ -114,13 +114,13 @@ class Explainer:
             rest = self._values(matrix[n // 2:])
             head = pending.result()
             values = {name: np.vstack([head[name], rest[name]]) for name in head}
-        return {name: (np.full(n, self.tables[name].expected_value), v) for name, v in values.items()}
+        return {name: (np.full(n, self.sources[name].expected_value), v) for name, v in values.items()}
 
     def _values(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
-        out = {name: tables.contributions(matrix) for name, tables in self.tables.items() if name != "anomaly"}
+        out = {name: source.contributions(matrix) for name, source in self.sources.items() if name != "anomaly"}
         detector = self.bundle.anomaly
         full = np.zeros((len(matrix), len(self.names)))
-        full[:, detector.columns] = self.tables["anomaly"].contributions(detector.prepare(matrix))
+        full[:, detector.columns] = self.sources["anomaly"].contributions(detector.prepare(matrix))
         out["anomaly"] = full
         return out
 

@@ -24,13 +24,21 @@ from serving.clock import as_datetime
 _ONE_SECOND = timedelta(seconds=1)
 
 
+def _index_name(field: str) -> str:
+    return f"ix_claims_{field}_at"
+
+
+ENTITY_INDEX_NAMES = tuple(_index_name(field) for field in (*COUNTED_ENTITIES, *SHARED_ENTITIES))
+
+
 def history_indexes(table: sa.Table) -> list[sa.Index]:
     """Per entity, its claims in report order (and, for the shared ones, who made them): each history
     feature of a claim is then a count over one range of one index, never a read of the table.
-    The in-memory index (serving/history_index.py) does without them."""
+    The in-memory index (serving/history_index.py) does without them. Constructed on `table`, so
+    they are created with it."""
     c = table.c
-    indexes = [sa.Index(f"ix_claims_{field}_at", c[field], c.report_date) for field in COUNTED_ENTITIES]
-    indexes += [sa.Index(f"ix_claims_{field}_at", c[field], c.report_date, c.claimant_id) for field in SHARED_ENTITIES]
+    indexes = [sa.Index(_index_name(field), c[field], c.report_date) for field in COUNTED_ENTITIES]
+    indexes += [sa.Index(_index_name(field), c[field], c.report_date, c.claimant_id) for field in SHARED_ENTITIES]
     return indexes
 
 

@@ -26,7 +26,7 @@ from serving.access import Access
 from serving.bulk import BulkInsert, key_chunks
 from serving.clock import utc_now
 from serving.history_index import INDEXED_FIELDS, RING_FIELDS, HistoryIndex
-from serving.history_sql import SqlHistory, history_indexes
+from serving.history_sql import ENTITY_INDEX_NAMES, SqlHistory, history_indexes
 from serving.ledger import Ledger, LedgerEntry, LedgerReport, table_rows
 from serving.review import OUTCOME_LABELS, Review, cases_table, outcomes_table
 
@@ -51,7 +51,8 @@ def _claims_table(metadata: sa.MetaData) -> sa.Table:
 
 # Single-column indexes of stores written before the composite ones: redundant, so dropped.
 _LEGACY_INDEXES = tuple(f"ix_claims_{name}" for name in ENTITY_FIELDS)
-_ENTITY_INDEXES = tuple(f"ix_claims_{name}_at" for name in ENTITY_FIELDS)
+# What the in-memory history index reads of each claim (`HistoryIndex.from_rows`, `catch_up`).
+_INDEX_COLUMNS = ", ".join(("claim_id", "seq", "report_date", *INDEXED_FIELDS))
 
 
 def _decisions_table(metadata: sa.MetaData) -> sa.Table:
@@ -123,7 +124,7 @@ class ClaimStore:
         have = {ix["name"] for ix in inspector.get_indexes(self.claims.name)}
         missing = [ix for ix in self.claims.indexes if ix.name not in have]
         unneeded = [name for name in have - {ix.name for ix in self.claims.indexes}
-                    if name in _LEGACY_INDEXES or name in _ENTITY_INDEXES]
+                    if name in _LEGACY_INDEXES or name in ENTITY_INDEX_NAMES]
         if not missing and not unneeded:
             return
         with self.engine.begin() as conn:
@@ -137,14 +138,13 @@ class ClaimStore:
     def history_index(self) -> HistoryIndex | None:
         """The in-memory history index, built from the store on first use (seconds for a few
         hundred thousand claims); None where history is counted in the database."""
-        if not self.history_in_memory:
-            return None
+        if self._index is not None or not self.history_in_memory:  # every transaction asks: no lock once built
+            return self._index
         with self._index_building:
             if self._index is None:
                 started = time.perf_counter()
-                columns = ", ".join(("claim_id", "seq", "report_date", *INDEXED_FIELDS))
                 with self.engine.connect() as conn:  # one statement: one snapshot of the store
-                    self._index = HistoryIndex.from_rows(conn.exec_driver_sql(f"SELECT {columns} FROM claims"))
+                    self._index = HistoryIndex.from_rows(self._index_rows(conn))
                 log.info("claim store: history index of %d claims built in %.1f s", len(self._index.claims),
                          time.perf_counter() - started)
             return self._index
@@ -329,9 +329,14 @@ class ClaimStore:
     def _catch_up(self, conn: sa.Connection, index: HistoryIndex) -> None:
         """Give the index the claims committed since it last looked (the caller holds its lock).
         Exact without the write lock too: seqs are given under it, so they commit in order."""
-        columns = ", ".join(("claim_id", "seq", "report_date", *INDEXED_FIELDS))
-        index.catch_up(conn.exec_driver_sql(
-            f"SELECT {columns} FROM claims WHERE seq > {self._bulk.placeholder} ORDER BY seq", (index.seen,)))
+        index.catch_up(self._index_rows(conn, after_seq=index.seen))
+
+    def _index_rows(self, conn: sa.Connection, after_seq: int | None = None):
+        """The claims rows the history index is made of: all, or those written after `after_seq`, in order."""
+        if after_seq is None:
+            return conn.exec_driver_sql(f"SELECT {_INDEX_COLUMNS} FROM claims")
+        return conn.exec_driver_sql(f"SELECT {_INDEX_COLUMNS} FROM claims WHERE seq > {self._bulk.placeholder} "
+                                    "ORDER BY seq", (after_seq,))
 
     def decisions_for(self, claim_id: str) -> list[dict]:
         """Every decision given for a claim, oldest first."""
@@ -374,14 +379,14 @@ class Intake:
                 row["seq"] = seq
             self._last_seq = first_seq + len(rows) - 1
         if self.index is not None and not self._holds_index:
-            self._catch_up()
+            self._hold_index()
         self.store._bulk.delete_in(self.conn, table, "claim_id", [r["claim_id"] for r in rows])
         self.store._bulk(self.conn, table, rows)
         if self.index is not None:
             for claim in claims:
                 self.index.put(claim)
 
-    def _catch_up(self) -> None:
+    def _hold_index(self) -> None:
         """Hold the index for this transaction, and give it the claims others committed since it last looked."""
         self.index.lock.acquire()
         self._holds_index = True

@@ -45,8 +45,8 @@ def test_boosted_tables_give_lightgbms_own_contributions(explained, fitted_run):
     matrix[7::9, categorical] = -3.0
     for name, model in (("fraud", fitted_run.bundle.fraud), ("eligibility", fitted_run.bundle.eligibility)):
         oracle = model.booster.predict(matrix, pred_contrib=True)
-        np.testing.assert_allclose(explainer.tables[name].contributions(matrix), oracle[:, :-1], rtol=0, atol=1e-12)
-        assert explainer.tables[name].expected_value == pytest.approx(oracle[0, -1], abs=1e-12)
+        np.testing.assert_allclose(explainer.sources[name].contributions(matrix), oracle[:, :-1], rtol=0, atol=1e-12)
+        assert explainer.sources[name].expected_value == pytest.approx(oracle[0, -1], abs=1e-12)
 
 
 def test_forest_tables_give_shaps_treeexplainer_values(explained, fitted_run):
@@ -68,9 +68,9 @@ def test_forest_tables_give_shaps_treeexplainer_values(explained, fitted_run):
             edges.append(row)
     inputs = np.vstack([inputs, edges])
     oracle = shap.TreeExplainer(forest)
-    np.testing.assert_allclose(explainer.tables["anomaly"].contributions(inputs),
+    np.testing.assert_allclose(explainer.sources["anomaly"].contributions(inputs),
                                oracle.shap_values(inputs, check_additivity=False), rtol=0, atol=1e-12)
-    assert explainer.tables["anomaly"].expected_value == pytest.approx(float(np.ravel(oracle.expected_value)[0]), abs=1e-12)
+    assert explainer.sources["anomaly"].expected_value == pytest.approx(float(np.ravel(oracle.expected_value)[0]), abs=1e-12)
 
 
 def test_the_reference_engine_calls_the_named_tools_and_gives_the_same_reasons(explained, fitted_run):
@@ -80,8 +80,8 @@ def test_the_reference_engine_calls_the_named_tools_and_gives_the_same_reasons(e
 
     tables, matrix, parts = explained
     reference = Explainer(fitted_run.bundle, "reference")
-    assert isinstance(reference.tables["fraud"], LightGBMContributions)
-    assert isinstance(reference.tables["anomaly"], ShapTreeContributions)
+    assert isinstance(reference.sources["fraud"], LightGBMContributions)
+    assert isinstance(reference.sources["anomaly"], ShapTreeContributions)
     theirs = reference.contributions(matrix)
     for name, (base, values) in parts.items():
         np.testing.assert_allclose(theirs[name][1], values, rtol=0, atol=1e-12, err_msg=name)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from features.history import history_feature_requirements, history_features
-from serving.history_index import INDEXED_FIELDS, HistoryIndex
+from serving.history_index import HistoryIndex
 from serving.store import ClaimStore
 
 NAMES = sorted(history_feature_requirements())
@@ -52,9 +52,8 @@ def index_state(index: HistoryIndex) -> tuple:
 
 
 def rebuilt(store: ClaimStore) -> HistoryIndex:
-    columns = ", ".join(("claim_id", "seq", "report_date", *INDEXED_FIELDS))
     with store.engine.connect() as conn:
-        return HistoryIndex.from_rows(conn.exec_driver_sql(f"SELECT {columns} FROM claims"))
+        return HistoryIndex.from_rows(store._index_rows(conn))
 
 
 def assert_exact(store: ClaimStore, probe: list[dict]) -> None:
