@@ -71,10 +71,12 @@ class TriageBundle:
     def claim_fields(self) -> tuple[ClaimField, ...]:
         """The canonical fields this model was trained with; requests are held to these."""
         seen = set(self.builder.fields_seen_)
+        # Every passed-through column is part of the record, even one whose feature training left out.
         extras = tuple(
-            ClaimField(s.name, "string" if s.kind == "categorical" else "number", False,
-                       f"Extra {s.kind} feature passed through from the training extract.")
-            for s in self.builder.specs_ if s.source == "passthrough")
+            ClaimField(name, kind, False, f"Extra {word} feature passed through from the training extract.")
+            for names, kind, word in ((self.builder.passthrough_categorical, "string", "categorical"),
+                                      (self.builder.passthrough_numeric, "number", "numeric"))
+            for name in names)
         return tuple(f for f in CLAIM_FIELDS if f.name in seen) + extras
 
     def validate(self, claims: pd.DataFrame, as_of: pd.Timestamp | None = None) -> ValidationReport:

@@ -34,7 +34,8 @@ def rule_hits(claims: pd.DataFrame, amount_cap: float) -> list[list[str]]:
         checks["loss_before_policy_start"] = (claims["loss_date"] < claims["policy_start_date"])
     if {"claim_amount", "coverage_limit"} <= set(claims.columns):
         checks["amount_above_coverage_limit"] = claims["claim_amount"] > claims["coverage_limit"]
-    checks["amount_above_auto_approve_cap"] = claims["claim_amount"] > amount_cap
+    if "claim_amount" in claims.columns:  # an extract may have no amounts: then no amount rule can hit
+        checks["amount_above_auto_approve_cap"] = claims["claim_amount"] > amount_cap
     flags = {name: hit.to_numpy(dtype=bool, na_value=False) for name, hit in checks.items()}
     return [[name for name, hit in flags.items() if hit[i]] for i in range(n)]
 

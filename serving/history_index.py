@@ -78,6 +78,8 @@ class HistoryIndex:
             for field, position in zip(RING_FIELDS, _RING_POSITIONS):
                 if entry[position] is not None:
                     _add_member(index.members[field], entry[position], claim_id)
+            if t is None:  # no report time (an extract without report dates): in the ring, in no count
+                continue
             for field, value in zip(COUNTED, entry[1:]):
                 if value is not None:
                     index.times[field].setdefault(value, []).append(t)
@@ -111,7 +113,8 @@ class HistoryIndex:
 
     def put(self, claim: dict) -> None:
         """A validated claim of the current transaction, replacing any earlier version of its claim_id."""
-        entry = (micros(claim["report_date"]), *[claim.get(field) for field in INDEXED_FIELDS])
+        reported = claim.get("report_date")
+        entry = (None if reported is None else micros(reported), *[claim.get(field) for field in INDEXED_FIELDS])
         self._journal.append((claim["claim_id"], self._replace(claim["claim_id"], entry)))
 
     def end(self, kept: bool, seen: int | None = None) -> None:
@@ -137,6 +140,8 @@ class HistoryIndex:
         for field, position in zip(RING_FIELDS, _RING_POSITIONS):
             if entry[position] is not None:
                 _add_member(self.members[field], entry[position], claim_id)
+        if t is None:
+            return
         for field, value in zip(COUNTED, entry[1:]):
             if value is not None:
                 insort(self.times[field].setdefault(value, []), t)
@@ -160,6 +165,8 @@ class HistoryIndex:
         for field, position in zip(RING_FIELDS, _RING_POSITIONS):
             if entry[position] is not None:
                 _drop_member(self.members[field], entry[position], claim_id)
+        if t is None:
+            return entry
         for field, value in zip(COUNTED, entry[1:]):
             if value is not None:
                 _pop_from(self.times[field], value, t)
@@ -193,7 +200,10 @@ class HistoryIndex:
                   if f"{prefix}_other_claimants" in wanted]
         empty: list[int] = []
         for i, claim in enumerate(claims):
-            t = micros(claim["report_date"])
+            reported = claim.get("report_date")
+            if reported is None:  # history needs a report time; a version without one asks for none
+                continue
+            t = micros(reported)
             for field, windows in counted:
                 value = claim.get(field)
                 if value is None:
@@ -230,14 +240,16 @@ class HistoryIndex:
                 for other in _members(self.members[field], entry[position]):
                     if other != claim_id:
                         shares.setdefault(other, []).append(field)
-        newest = sorted(shares, key=lambda other: (-self.claims[other][0], other))[:limit]
+        newest = sorted(shares, key=lambda other: (-(self.claims[other][0] or 0), other))[:limit]
         return [(other, shares[other]) for other in newest]
 
 
 def _stored_entry(report_date, values: list) -> Entry:
     """A claims row's entry. One string object per distinct value (a claimant has several claims,
     a provider hundreds): a fifth less memory than a copy per claim."""
-    return (micros(as_datetime(report_date)), *[value if value is None else intern(value) for value in values])
+    reported = as_datetime(report_date)
+    return (None if reported is None else micros(reported),
+            *[value if value is None else intern(value) for value in values])
 
 
 def _pop(times: list[int], t: int) -> None:

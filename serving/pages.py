@@ -63,6 +63,15 @@ def _left(seconds: int | None) -> str:
     return f"{sign}{hours} h {minutes:02d} min" if hours else f"{sign}{minutes} min"
 
 
+def _shown(value) -> str:
+    """A stored field as text; a field the claim's extract does not have shows as a dash."""
+    return "—" if value is None else escape(str(value))
+
+
+def _amount(value) -> str:
+    return "—" if value is None else f"{value:,.2f}"
+
+
 def _when(moment) -> str:
     moment = as_datetime(moment)
     return "—" if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")
@@ -199,8 +208,8 @@ def case_page(detail: dict, now: datetime, error: str | None = None, user: str |
                      for k, v in claim.items())
     ring_rows = "".join(
         f"<tr><td><a href='/review/{escape(r['claim_id'])}'>{escape(r['claim_id'])}</a></td>"
-        f"<td>{escape(str(r['claimant_id']))}</td><td>{_when(r['report_date'])}</td>"
-        f"<td>{escape(str(r['loss_type']))}</td><td>{r['claim_amount']:,.2f}</td>"
+        f"<td>{_shown(r['claimant_id'])}</td><td>{_when(r['report_date'])}</td>"
+        f"<td>{_shown(r['loss_type'])}</td><td>{_amount(r['claim_amount'])}</td>"
         f"<td>{escape(', '.join(LINK_TEXT[s] for s in r['shares']))}</td></tr>" for r in detail.get("ring") or [])
     ring = ("<table id=ring><thead><tr><th>claim</th><th>claimant</th><th>reported</th><th>loss</th><th>amount</th>"
             f"<th>shares</th></tr></thead><tbody>{ring_rows}</tbody></table>") if ring_rows else \

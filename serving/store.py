@@ -38,7 +38,9 @@ log = logging.getLogger("claimtriage.store")
 
 
 def _claims_table(metadata: sa.MetaData) -> sa.Table:
-    columns = [sa.Column(f.name, _SQL_TYPES[f.kind], primary_key=f.name == "claim_id", nullable=not f.required)
+    # Only the key is required of a stored claim: a version trained on an extract that lacks a
+    # canonical field (no claimant ids, no report dates) keeps it as absent, never invented.
+    columns = [sa.Column(f.name, _SQL_TYPES[f.kind], primary_key=f.name == "claim_id", nullable=f.name != "claim_id")
                for f in CLAIM_FIELDS]
     columns += [sa.Column("extras", sa.Text(), nullable=True),
                 sa.Column("origin", sa.String(16), nullable=False),
@@ -118,6 +120,8 @@ class ClaimStore:
         gets the claims table's `seq` and the indexes it lacks (once; minutes for millions of
         claims), and loses those it no longer needs."""
         inspector = sa.inspect(self.engine)
+        self._relax_required_columns(inspector)
+        inspector = sa.inspect(self.engine)
         if "seq" not in {column["name"] for column in inspector.get_columns(self.claims.name)}:
             with self.engine.begin() as conn:
                 conn.exec_driver_sql("ALTER TABLE claims ADD COLUMN seq BIGINT")
@@ -134,6 +138,35 @@ class ClaimStore:
             for name in unneeded:
                 log.info("claim store: dropping index %s", name)
                 conn.exec_driver_sql(f"DROP INDEX {name}")
+
+    def _relax_required_columns(self, inspector) -> None:
+        """A store written before every claim field but the key could be absent: drop those NOT NULL
+        constraints (PostgreSQL alters the columns; SQLite, which cannot, copies the table once)."""
+        required = [column["name"] for column in inspector.get_columns(self.claims.name)
+                    if not column["nullable"] and column["name"] in _CANONICAL_SET and column["name"] != "claim_id"]
+        if not required:
+            return
+        log.info("claim store: claim fields %s may now be absent", ", ".join(required))
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.begin() as conn:
+                for name in required:
+                    conn.exec_driver_sql(f'ALTER TABLE claims ALTER COLUMN "{name}" DROP NOT NULL')
+            return
+        kept = [column["name"] for column in inspector.get_columns(self.claims.name)]
+        names = ", ".join(f'"{name}"' for name in kept if name in self.claims.c)
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # pysqlite leaves DDL outside any transaction otherwise
+            try:
+                for index in inspector.get_indexes(self.claims.name):
+                    conn.exec_driver_sql(f'DROP INDEX "{index["name"]}"')
+                conn.exec_driver_sql("ALTER TABLE claims RENAME TO claims_required_fields")
+                self.claims.create(conn)
+                conn.exec_driver_sql(f"INSERT INTO claims ({names}) SELECT {names} FROM claims_required_fields")
+                conn.exec_driver_sql("DROP TABLE claims_required_fields")
+                conn.exec_driver_sql("COMMIT")
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
 
     def history_index(self) -> HistoryIndex | None:
         """The in-memory history index, built from the store on first use (seconds for a few

@@ -204,3 +204,57 @@ def test_a_store_from_before_gets_its_seq_and_the_indexes_it_counts_with_on_open
     assert store.count_claims() == 50
     store.record(typed_claims.iloc[[60]], [decision("STANDARD_REVIEW")], "1")  # old rows (no seq) and new live together
     assert store.count_claims() == 51
+
+
+LACKING = ["claimant_id", "report_date", "claim_amount", "policy_id", "loss_type"]
+
+
+def test_claims_from_an_extract_lacking_fields_are_kept_with_those_fields_absent(store, typed_claims):
+    """A version trained on an extract without claimant ids, report dates or amounts serves: its
+    store keeps the claims with those fields absent (never invented) and shows their rings."""
+    claims = typed_claims.head(300).drop(columns=LACKING)
+    claims.loc[7, "payee_account"] = "ACCOUNT-SHARED"
+    assert store.seed(claims) == 300
+    scored = claims.iloc[[5]].assign(claim_id="NEW-1", payee_account="ACCOUNT-SHARED")
+    store.record(scored, [decision("STANDARD_REVIEW")], "4")
+    case = store.case("NEW-1")
+    assert case["claim"]["claim_id"] == "NEW-1"
+    assert not set(LACKING) & set(case["claim"]), case["claim"]
+    assert case["claim"]["loss_date"] == claims.iloc[5]["loss_date"].to_pydatetime()
+    # The ring still links claims that share a payee account, though none has a report time.
+    assert [(r["claim_id"], r["shares"]) for r in case["ring"] if "payee_account" in r["shares"]] == \
+        [(claims.iloc[7]["claim_id"], ["payee_account"])]
+    assert store.history_features([{"claim_id": "NEW-2", "payee_account": "x"}], []) == {}
+
+
+def test_a_store_written_when_claim_fields_were_required_lets_them_be_absent(tmp_path, typed_claims):
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = ClaimStore(url)
+    old.seed(typed_claims.head(20))
+    old.engine.dispose()
+    # Rebuild the claims table as earlier versions created it: required fields NOT NULL.
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'claims'").scalar_one()
+        required = ddl.replace("report_date DATETIME,", "report_date DATETIME NOT NULL,") \
+            .replace("claimant_id VARCHAR(128),", "claimant_id VARCHAR(128) NOT NULL,")
+        assert required != ddl
+        conn.exec_driver_sql("ALTER TABLE claims RENAME TO claims_before")
+        conn.exec_driver_sql("DROP INDEX ix_claims_seq")
+        conn.exec_driver_sql(required)
+        conn.exec_driver_sql("INSERT INTO claims SELECT * FROM claims_before")
+        conn.exec_driver_sql("DROP TABLE claims_before")
+        conn.exec_driver_sql("CREATE INDEX ix_claims_seq ON claims (seq)")
+    engine.dispose()
+
+    store = ClaimStore(url)
+    assert store.count_claims() == 20
+    nullable = {c["name"]: c["nullable"] for c in sa.inspect(store.engine).get_columns("claims")}
+    assert nullable["report_date"] and nullable["claimant_id"] and not nullable["claim_id"]
+    assert "ix_claims_seq" in {ix["name"] for ix in sa.inspect(store.engine).get_indexes("claims")}
+    store.seed(typed_claims.iloc[20:30].drop(columns=["report_date", "claimant_id"]))
+    assert store.count_claims() == 30
+    kept = store.case(typed_claims["claim_id"].iloc[3])["claim"]
+    assert kept["report_date"] == typed_claims["report_date"].iloc[3].to_pydatetime()
