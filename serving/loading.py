@@ -9,6 +9,7 @@ import tempfile
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from models.config import Config, load_config
 from models.pyfunc import load_bundle
@@ -32,19 +33,59 @@ def resolve_version(client: MlflowClient, config: Config, uri: str):
     return client.get_model_version(name, rest)
 
 
-def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[Scorer, dict]:
-    """Everything the service needs, loaded once per process."""
-    config = config or load_config()
+class StartupError(RuntimeError):
+    """The service cannot start with this model and store; the message says why, on one line."""
+
+
+def open_version(config: Config, uri: str | None = None) -> tuple[MlflowClient, str, object]:
+    """The registry client, the model URI asked for and the model version behind it."""
     mlflow.set_tracking_uri(config.tracking_uri)
     mlflow.set_registry_uri(config.tracking_uri)
     client = MlflowClient()
     uri = model_uri_for(config, uri)
-    version = resolve_version(client, config, uri)
+    try:
+        return client, uri, resolve_version(client, config, uri)
+    except MlflowException as err:
+        raise StartupError(f"no model version at {uri} in the registry at {config.tracking_uri}: "
+                           f"{_first_line(err)}") from None
+
+
+def open_store(config: Config, client: MlflowClient, version, **options) -> ClaimStore:
+    """The claim store, seeded with the version's training claims when it is empty."""
+    try:
+        store = ClaimStore(config.database_url, **options)
+        if store.count_claims() == 0:
+            seeded = store.seed(_training_claims(client, version.run_id), origin="training")
+            log.info("claim store %s seeded with %d training claims", config.database_url, seeded)
+    except Exception as err:  # noqa: BLE001 - any failure here stops the start, said on one line
+        raise StartupError(f"cannot prepare the claim store {config.database_url} for "
+                           f"{version.name} version {version.version}: {_first_line(err)}") from err
+    return store
+
+
+def check_startup(config: Config, uri: str | None = None) -> str:
+    """What the service does before it can answer, done once by the command line so that a service
+    that cannot start says why and exits, instead of a server restarting its worker for ever."""
+    client, uri, version = open_version(config, uri)
+    try:
+        load_bundle(f"models:/{version.name}/{version.version}")
+    except Exception as err:  # noqa: BLE001
+        raise StartupError(f"cannot load {uri} (version {version.version}): {_first_line(err)}") from err
+    open_store(config, client, version).engine.dispose()
+    return f"{version.name} version {version.version}"
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
+def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[Scorer, dict]:
+    """Everything the service needs, loaded once per process."""
+    config = config or load_config()
+    client, uri, version = open_version(config, uri)
     bundle = load_bundle(f"models:/{version.name}/{version.version}")
-    store = ClaimStore(config.database_url, background_checkpoints=True)
-    if store.count_claims() == 0:
-        seeded = store.seed(_training_claims(client, version.run_id), origin="training")
-        log.info("claim store %s seeded with %d training claims", config.database_url, seeded)
+    store = open_store(config, client, version, background_checkpoints=True)
     store.history_index()  # built now, not on the first claim
     scorer = Scorer(bundle, str(version.version), store, config.deadlines,
                     max_batch=config.serving.max_batch_claims, max_group=config.serving.max_group_claims,

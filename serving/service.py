@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from typing import Literal, Optional
 from urllib.parse import quote
 
@@ -65,9 +66,15 @@ class ClaimTriage:
     """Claim triage: a decision, calibrated scores, reasons and deadlines for each new claim."""
 
     def __init__(self) -> None:
-        from serving.loading import load_scorer
+        from serving.loading import StartupError, load_scorer
 
-        self.scorer, self.model_info = load_scorer(os.environ.get(MODEL_URI_ENV), _CONFIG)
+        try:
+            self.scorer, self.model_info = load_scorer(os.environ.get(MODEL_URI_ENV), _CONFIG)
+        except StartupError as err:
+            # BentoML would start this worker again and again; a service that cannot start stops.
+            log.critical("claim-triage cannot start: %s", err)
+            _stop_server()
+            raise
         self.max_batch = self.scorer.max_batch
         self.groups = ClaimGroups(self.scorer.score_each, self.scorer.max_group, on_group=GROUP_SIZES.observe)
         RequireCredentials.store = self.scorer.store  # the same engine checks credentials
@@ -182,6 +189,11 @@ class ClaimTriage:
     def feedback(self, body: Feedback) -> dict:
         """Record what a claim came to (resolving its case); it becomes the claim's training label."""
         return _reviewed(lambda: self.scorer.store.record_outcome(body.claim_id, body.outcome, body.note, body.recorded_by))
+
+
+def _stop_server() -> None:
+    """Ask the `bentoml serve` process that started this worker to shut down, with an error."""
+    os.kill(os.getppid(), signal.SIGUSR1)
 
 
 SESSION_COOKIE = "claimtriage_session"

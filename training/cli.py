@@ -220,8 +220,14 @@ def _serve(args, config) -> int:
               f"synthetic claims first")
         train_args = argparse.Namespace(synthetic=n, seed=0, data=None, mapping=None, no_promote=False)
         _train(train_args, config)
+    from serving.loading import StartupError, check_startup
     from serving.store import ClaimStore
 
+    try:
+        serving = check_startup(config, args.model)
+    except StartupError as err:
+        print(f"claimtriage serve: cannot start: {err}", file=sys.stderr)
+        return 2
     store = ClaimStore(config.database_url)
     first = store.access.bootstrap(store.engine)
     if first is not None:
@@ -238,7 +244,8 @@ def _serve(args, config) -> int:
     root = Path(__file__).resolve().parent.parent
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:ClaimTriage", "--host", host,
                "--port", str(port), "--working-dir", str(root)]
-    print(f"serving on http://{host}:{port} (API docs at /docs; claim store {config.database_url})", flush=True)
+    print(f"serving {serving} on http://{host}:{port} (API docs at /docs; claim store {config.database_url})",
+          flush=True)
     os.execvpe(command[0], command, env)
     return 0  # not reached: the server replaces this process
 

@@ -106,3 +106,16 @@ def test_hard_rules():
         ["amount_above_auto_approve_cap"],
         [],
     ]
+
+
+def test_hard_rules_read_only_the_fields_an_extract_has():
+    """An extract without amounts or dates: no rule that needs them hits, one claim or a frame."""
+    from models.policy import record_rule_hits
+
+    claims = pd.DataFrame({"coverage_limit": [1000.0, 5.0], "loss_date": pd.to_datetime(["2023-12-31", "2024-02-01"])})
+    assert rule_hits(claims, 25_000) == [[], []]
+    assert [record_rule_hits(c, 25_000) for c in claims.to_dict(orient="records")] == [[], []]
+    no_dates = pd.DataFrame({"claim_amount": [30_000.0, 10.0]})
+    assert rule_hits(no_dates, 25_000) == [["amount_above_auto_approve_cap"], []]
+    assert [record_rule_hits(c, 25_000) for c in no_dates.to_dict(orient="records")] == \
+        [["amount_above_auto_approve_cap"], []]
