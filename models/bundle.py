@@ -62,6 +62,9 @@ class TriageBundle:
     eligibility: BoostedModel | None = None
     typical_values: dict[str, float] = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    # A version trained through a dataset mapping carries it (its rules as written and a few of the
+    # extract's records), so the service also takes records in the extract's own columns and codes.
+    mapping: dict | None = None
 
     @property
     def targets(self) -> DecisionTargets:

@@ -13,6 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from models.config import Config, load_config
 from models.pyfunc import load_bundle
+from serving.schemas import EXAMPLE_CLAIM
 from serving.scoring import Scorer
 from serving.store import ClaimStore
 
@@ -99,12 +100,24 @@ def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[S
         "deadlines_hours": {"respond": config.deadlines.respond_hours, "resolve": config.deadlines.resolve_hours},
         "max_batch_claims": scorer.max_batch, "max_group_claims": scorer.max_group,
         "shap_engine": scorer.explainer.engine,
+        "record_shapes": scorer.shapes.describe(_canonical_example(scorer)),
     }
     # Everything loaded so far lives as long as the process: keep it out of the garbage
     # collector's full passes, which otherwise walk it and stall a request now and then.
     gc.collect()
     gc.freeze()
     return scorer, info
+
+
+def _canonical_example(scorer: Scorer) -> dict:
+    """A canonical record this version takes: the extract's example through its mapping, or the
+    documented example claim with only the fields this version has."""
+    shapes = scorer.shapes
+    if shapes.mapping is not None and shapes.carried.get("example"):
+        claim, errors = shapes.to_canonical(shapes.carried["example"][:1])[0]
+        if not errors:
+            return claim
+    return {name: value for name, value in EXAMPLE_CLAIM.items() if name in shapes.canonical_keys}
 
 
 def _training_claims(client: MlflowClient, run_id: str) -> pd.DataFrame:

@@ -13,11 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from features.schema import CLAIM_FIELDS
 
-_JSON_TYPES = {
-    "string": StrictStr, "date": StrictStr, "datetime": StrictStr, "boolean": StrictBool,
-    "number": Union[StrictInt, StrictFloat], "integer": Union[StrictInt, StrictFloat],
-}
-_FORMATS = {"date": "date", "datetime": "date-time"}
+# Any JSON scalar at the door: a version trained through a mapping also takes the extract's own
+# record, whose columns may share a canonical field's name with another type ("witnesses": "2").
+# What each field must be is checked by the claim validation, which answers 422 naming the field.
+JsonScalar = Union[StrictStr, StrictBool, StrictInt, StrictFloat]
+_KINDS = {"string": "text", "date": "a date, YYYY-MM-DD", "datetime": "an ISO 8601 date-time",
+          "boolean": "true or false", "number": "a number", "integer": "a whole number"}
 EXAMPLE_CLAIM = {
     "claim_id": "C-2025-000123", "policy_id": "P8c1f0e2a9b7d", "claimant_id": "CL3f9a0c1d22e4",
     "line_of_business": "auto", "loss_type": "collision", "policy_start_date": "2024-02-01",
@@ -31,10 +32,9 @@ EXAMPLE_CLAIM = {
 
 
 def _field(spec):
-    extra = {"format": _FORMATS[spec.kind]} if spec.kind in _FORMATS else {}
     note = "" if spec.required else " Optional."
-    return (Optional[_JSON_TYPES[spec.kind]],
-            Field(default=None, description=spec.description + note, json_schema_extra=extra or None))
+    return (Optional[JsonScalar], Field(default=None, description=f"{spec.description} {_KINDS[spec.kind][:1].upper()}"
+                                                                 f"{_KINDS[spec.kind][1:]}.{note}"))
 
 
 # Every field may be absent at the type level: a missing required field is reported by the
@@ -44,8 +44,9 @@ Claim = create_model(
     __config__=ConfigDict(extra="allow", json_schema_extra={"example": EXAMPLE_CLAIM}),
     **{spec.name: _field(spec) for spec in CLAIM_FIELDS},
 )
-Claim.__doc__ = "One claim in the canonical record (first notice of loss). Extra features of a model trained " \
-                "through a dataset mapping are passed as further fields."
+Claim.__doc__ = "One claim (first notice of loss) in the canonical record; extra features of a model trained " \
+                "through a dataset mapping are passed as further fields. A version trained through a mapping " \
+                "also takes a record in the extract's own columns and codes (GET /model shows both shapes)."
 
 
 class Scores(BaseModel):
@@ -95,7 +96,7 @@ class Decision(BaseModel):
 
 
 class FieldError(BaseModel):
-    field: str
+    field: str = Field(description="The field, or for a record in the extract's shape the extract's column(s).")
     value: Optional[str]
     reason: str
 

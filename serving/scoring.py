@@ -19,6 +19,7 @@ from models.config import Deadlines, ServingConfig
 from models.explain import Explainer
 from models.policy import AUTO_APPROVE, RULE_TEXT, record_rule_hits
 from serving.clock import utc_now
+from serving.shapes import EXTRACT, RecordShapes
 from serving.store import ClaimStore
 
 TOP_REASONS = 5
@@ -54,6 +55,7 @@ class Scorer:
         self.max_group = max_group  # single claims scored together at most (see `serving.grouping`)
         self.record_rows_below = RECORD_ROWS_BELOW
         self.allowed_fields = {f.name for f in bundle.claim_fields} | set(FIELD_NAMES)
+        self.shapes = RecordShapes(getattr(bundle, "mapping", None), bundle.claim_fields)
         self.history_features = [s.name for s in bundle.builder.specs_ if s.source == "history"]
 
     def score(self, records: list[dict], explain: bool = True, now: datetime | None = None) -> ScoredBatch:
@@ -96,16 +98,22 @@ class Scorer:
         """Each record checked on its own: (an error entry or None per record, the valid claims,
         their positions). In a batch (`repeats_are_errors`), a claim_id sent twice is an error."""
         fields = self.bundle.claim_fields
-        checked = [validate_record(record, fields, as_of=now) for record in records]
-        repeated = duplicate_errors([claim for claim, _ in checked], records) if repeats_are_errors else {}
+        canonical, mapped = self._canonical(records)
+        checked = [validate_record(record, fields, as_of=now) for record in canonical]
+        repeated = duplicate_errors([claim for claim, _ in checked], canonical) if repeats_are_errors else {}
         results: list[dict | None] = [None] * len(records)
         valid, positions = [], []
         for i, (record, (claim, errors)) in enumerate(zip(records, checked)):
             if i in repeated:
                 errors.append(repeated[i])
-            errors += self._unknown_fields(record)
+            if i in mapped:  # the extract's own record: named by the columns the claims system sent
+                reported = {e["field"] for e in mapped[i]}
+                errors = mapped[i] + self.shapes.source_errors(errors, record, reported)
+            else:
+                errors += self._unknown_fields(record)
             if errors:
-                results[i] = {"claim_id": _text(record.get("claim_id")), "errors": errors}
+                claim_id = self.shapes.claim_id(record) if i in mapped else record.get("claim_id")
+                results[i] = {"claim_id": _text(claim_id), "errors": errors}
             else:
                 valid.append(claim)
                 positions.append(i)
@@ -136,6 +144,19 @@ class Scorer:
             responses = self._responses([claim["claim_id"] for claim in claims], matrix, rules, explain, now)
             intake.decide(claims, responses, self.model_version)
         return responses
+
+    def _canonical(self, records: list[dict]) -> tuple[list[dict], dict[int, list[dict]]]:
+        """Every record in the canonical shape (of a record sent in the extract's shape, what mapped),
+        and for each record sent in the extract's shape, the mapping's errors (empty when it mapped)."""
+        if self.shapes.mapping is None:
+            return records, {}
+        positions = [i for i, record in enumerate(records) if self.shapes.shape_of(record) == EXTRACT]
+        if not positions:
+            return records, {}
+        canonical, mapped = list(records), {}
+        for i, (claim, errors) in zip(positions, self.shapes.to_canonical([records[i] for i in positions])):
+            canonical[i], mapped[i] = claim, errors
+        return canonical, mapped
 
     def _unknown_fields(self, record: dict) -> list[dict]:
         return [{"field": name, "value": None, "reason": "is not a field of the claim record"}

@@ -123,7 +123,7 @@ def _train(args, config) -> int:
     from training.fit import Extras
     from training.train import run_training
 
-    extras, partial = Extras(), False
+    extras, partial, carried = Extras(), False, None
     if args.synthetic is not None:
         from training.generate import generate_claims
 
@@ -132,8 +132,9 @@ def _train(args, config) -> int:
         print(f"generating {args.synthetic:,} synthetic claims (seed {args.seed})")
         frame, source = generate_claims(args.synthetic, seed=args.seed), f"synthetic:{args.synthetic}:seed{args.seed}"
     elif args.mapping:
-        mapping, frame = _mapped(args)
+        mapping, frame, raw = _mapped(args)
         extras, partial = Extras(*mapping.extra_columns), True
+        carried = carried_mapping(args.mapping, mapping, raw)
         config = with_training_overrides(config, mapping.training, args.mapping)
         source = f"{Path(args.data).resolve()} via {Path(args.mapping).resolve()}"
     else:
@@ -145,7 +146,7 @@ def _train(args, config) -> int:
             bar.refresh()
 
         result = run_training(frame, config, source, progress, promote=not args.no_promote, extras=extras,
-                              partial=partial)
+                              partial=partial, mapping=carried)
         bar.n = bar.total
     _print_result(result, config)
     return 0
@@ -156,7 +157,26 @@ def _mapped(args):
     from features.mapping import apply_mapping, load_mapping, read_source
 
     mapping = load_mapping(args.mapping)
-    return mapping, apply_mapping(read_source(args.data, mapping), mapping)
+    raw = read_source(args.data, mapping)
+    return mapping, apply_mapping(raw, mapping), raw
+
+
+EXAMPLE_RECORDS = 2
+
+
+def carried_mapping(path: str, mapping, raw) -> dict:
+    """What a version trained through a mapping carries, so the service takes the extract's own
+    records: the mapping's rules as written, and a few records of the extract (labels left out)."""
+    import yaml
+
+    labels = {rule.get("column") for rule in mapping.labels.values()}
+    read = {c for name in [*mapping.fields, *mapping.extra_categorical, *mapping.extra_numeric]
+            for c in (mapping.source_columns(name) if name in mapping.fields else (name,))}
+    example = raw[[c for c in raw.columns if c in read]].head(EXAMPLE_RECORDS)
+    return {"rules": yaml.safe_load(Path(path).read_text()), "name": mapping.name,
+            # The extract's other columns: a record may carry them (its export's whole row); they are not read.
+            "columns": [str(c) for c in raw.columns if c not in labels],
+            "example": example.astype(object).where(example.notna(), None).to_dict(orient="records")}
 
 
 def with_training_overrides(config, overrides: dict, where: str):
@@ -189,13 +209,15 @@ def _print_result(result, config) -> None:
 
 
 def _validate(args, config) -> int:
-    from features.schema import CLAIM_FIELDS
+    from features.schema import CLAIM_FIELDS, LABEL_FIELDS
     from features.validation import validate_claims
     from training.data import read_claims
 
     if args.mapping:
-        _, frame = _mapped(args)
-        report = validate_claims(frame, fields=[f for f in CLAIM_FIELDS if f.name in frame.columns])
+        _, frame, _ = _mapped(args)
+        # Labels are checked as training checks them: is_fraud always, paid_as_filed where mapped.
+        labels = tuple(name for name in LABEL_FIELDS if name == "is_fraud" or name in frame.columns)
+        report = validate_claims(frame, fields=[f for f in CLAIM_FIELDS if f.name in frame.columns], labels=labels)
     else:
         report = validate_claims(read_claims(args.data))
     print(report.to_json() if args.json else report.summary())

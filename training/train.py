@@ -35,11 +35,13 @@ class TrainingResult:
 
 
 def run_training(frame: pd.DataFrame, config: Config, source: str, progress: Progress = lambda _: None,
-                 promote: bool = True, extras: Extras = Extras(), partial: bool = False) -> TrainingResult:
+                 promote: bool = True, extras: Extras = Extras(), partial: bool = False,
+                 mapping: dict | None = None) -> TrainingResult:
     """Train on a claims frame and register the bundle as a new version of the registered model.
 
     `partial`: the frame came through a dataset mapping, so canonical fields it lacks are absent
-    (their features are left out) rather than missing.
+    (their features are left out) rather than missing. `mapping`: that mapping as the version
+    carries it (`training.cli.carried_mapping`), so the service takes the extract's own records.
     """
     progress("validation")
     report = validate_for_training(frame, partial, extra_fields(frame, extras))
@@ -66,6 +68,9 @@ def run_training(frame: pd.DataFrame, config: Config, source: str, progress: Pro
                          "fields": [f.name for f in fitted.bundle.claim_fields]}, "feature_spec.json")
         progress("registry")
         registry.log_evaluation_data(claims, split.test)
+        if mapping is not None:
+            fitted.bundle.mapping = mapping
+            mlflow.log_dict(mapping["rules"], "mapping/mapping.yaml")
         fitted.bundle.metadata.update(run_id=run.info.run_id, trained_at=pd.Timestamp.now("UTC").isoformat(),
                                       metrics=metrics, source=source, notes=notes)
         version = registry.log_bundle(fitted.bundle, _input_example(claims, fitted.bundle), config)
