@@ -123,7 +123,7 @@ def _train(args, config) -> int:
     from training.fit import Extras
     from training.train import run_training
 
-    extras, partial, carried = Extras(), False, None
+    extras, partial, carried, mapping_notes = Extras(), False, None, []
     if args.synthetic is not None:
         from training.generate import generate_claims
 
@@ -132,7 +132,7 @@ def _train(args, config) -> int:
         print(f"generating {args.synthetic:,} synthetic claims (seed {args.seed})")
         frame, source = generate_claims(args.synthetic, seed=args.seed), f"synthetic:{args.synthetic}:seed{args.seed}"
     elif args.mapping:
-        mapping, frame, raw = _mapped(args)
+        mapping, frame, raw, mapping_notes = _mapped(args)
         extras, partial = Extras(*mapping.extra_columns), True
         carried = carried_mapping(args.mapping, mapping, raw)
         config = with_training_overrides(config, mapping.training, args.mapping)
@@ -146,7 +146,7 @@ def _train(args, config) -> int:
             bar.refresh()
 
         result = run_training(frame, config, source, progress, promote=not args.no_promote, extras=extras,
-                              partial=partial, mapping=carried)
+                              partial=partial, mapping=carried, source_notes=mapping_notes)
         bar.n = bar.total
     _print_result(result, config)
     return 0
@@ -158,7 +158,8 @@ def _mapped(args):
 
     mapping = load_mapping(args.mapping)
     raw = read_source(args.data, mapping)
-    return mapping, apply_mapping(raw, mapping), raw
+    notes: list[str] = []  # what the mapping changed on purpose (values set missing, dates moved a year)
+    return mapping, apply_mapping(raw, mapping, notes), raw, notes
 
 
 EXAMPLE_RECORDS = 2
@@ -214,7 +215,9 @@ def _validate(args, config) -> int:
     from training.data import read_claims
 
     if args.mapping:
-        _, frame, _ = _mapped(args)
+        _, frame, _, notes = _mapped(args)
+        for note in notes:
+            print(f"note: {note}")
         # Labels are checked as training checks them: is_fraud always, paid_as_filed where mapped.
         labels = tuple(name for name in LABEL_FIELDS if name == "is_fraud" or name in frame.columns)
         report = validate_claims(frame, fields=[f for f in CLAIM_FIELDS if f.name in frame.columns], labels=labels)

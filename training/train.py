@@ -36,19 +36,20 @@ class TrainingResult:
 
 def run_training(frame: pd.DataFrame, config: Config, source: str, progress: Progress = lambda _: None,
                  promote: bool = True, extras: Extras = Extras(), partial: bool = False,
-                 mapping: dict | None = None) -> TrainingResult:
+                 mapping: dict | None = None, source_notes: list[str] = ()) -> TrainingResult:
     """Train on a claims frame and register the bundle as a new version of the registered model.
 
     `partial`: the frame came through a dataset mapping, so canonical fields it lacks are absent
     (their features are left out) rather than missing. `mapping`: that mapping as the version
-    carries it (`training.cli.carried_mapping`), so the service takes the extract's own records.
+    carries it (`training.cli.carried_mapping`), so the service takes the extract's own records;
+    `source_notes`, what the mapping changed on purpose, are said with the run's own notes.
     """
     progress("validation")
     report = validate_for_training(frame, partial, extra_fields(frame, extras))
     claims = _ordered(report.claims)
     cfg = config.training
     split = split_claims(claims, cfg.validation_share, cfg.test_share, cfg.seed)
-    notes = _notes(claims, split, cfg)
+    notes = list(source_notes) + _notes(claims, split, cfg)
     client = registry.configure(config)
     with mlflow.start_run() as run:
         _log_inputs(frame, report, split, config, source, extras)
