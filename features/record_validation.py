@@ -2,9 +2,10 @@
 
 `validate_record` gives exactly what `validate_claims` gives for the same claim as a one-row frame
 (the same errors, in the same order, with the same text, and the same typed values), in
-microseconds instead of the milliseconds pandas needs per operation. The frame validator stays the
-definition; `tests/features/test_record_validation.py` holds the two to each other over thousands
-of valid and broken claims, so a change to one that the other does not follow fails there.
+microseconds instead of the milliseconds pandas needs per operation. Both take every rule and every
+reason from `features.record_spec`; how a value is read stays the frame validator's to define, and
+`tests/features/test_record_validation.py` holds the two to each other over thousands of valid and
+broken claims, so a change to one that the other does not follow fails there.
 
 A one-row frame types each column from its single value, and this module follows what that means:
 a JSON integer in a text field is its digits (an int64 column), a JSON true in a number field is
@@ -18,44 +19,18 @@ never rests on the fast paths being complete.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterable
 
-from features.schema import CLAIM_FIELDS, EARLIEST_DATE, LATEST_DATE, ClaimField
-from features.validation import (
-    FALSE_TEXT,
-    FUTURE_TOLERANCE,
-    LARGEST_EXACT_INTEGER,
-    LARGEST_FLOAT,
-    MAX_VALUE_CHARS,
-    TRUE_TEXT,
-)
+from features import record_spec as rules
+from features.record_spec import FALSE_TEXT, LARGEST_EXACT_INTEGER, LARGEST_FLOAT, TRUE_TEXT
+from features.schema import CLAIM_FIELDS, ClaimField
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["validate_record"]
-
-_EARLIEST = datetime.fromisoformat(EARLIEST_DATE)
-_LATEST = datetime.fromisoformat(LATEST_DATE)
-_TOLERANCE: timedelta = FUTURE_TOLERANCE.to_pytimedelta()
-_FUTURE_FIELDS = ("loss_date", "report_date", "customer_since")
-
-MISSING = "is required but missing"
-NOT_TEXT = "must be text"
-EMPTY = "is empty"
-NOT_NUMBER = "must be a number"
-NOT_NUMBER_BOOL = "must be a number, not true/false"
-NOT_FINITE = "must be a finite number"
-NOT_WHOLE = "must be a whole number"
-TOO_LARGE = "is far too large"
-NOT_BOOLEAN = "must be true or false"
-NOT_DATETIME = "must be an ISO 8601 date-time, e.g. 2025-03-01T14:30:00Z"
-NOT_DATE = "must be a date (YYYY-MM-DD) without a time of day"
-OUTSIDE = f"is outside {EARLIEST_DATE} to {LATEST_DATE}"
-FUTURE = "is in the future"
 
 # The types json.loads produces; a record holding anything else is validated by the frame validator.
 _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
@@ -101,17 +76,17 @@ def validate_record(record: dict, fields: Iterable[ClaimField] = CLAIM_FIELDS,
 
     typed: dict = {}
     errors: list[dict] = []
-    for name, check, spec, required in plan.steps:
+    for name, check, spec, bounds, required in plan.steps:
         if name not in record:
             if required:
-                errors.append({"field": name, "value": None, "reason": MISSING})
+                errors.append({"field": name, "value": None, "reason": rules.MISSING})
             continue
         value = record[name]
         if value is None or (type(value) is float and value != value):
             if required:
-                errors.append({"field": name, "value": None, "reason": MISSING})
+                errors.append({"field": name, "value": None, "reason": rules.MISSING})
             continue
-        parsed, reasons = check(spec, value)
+        parsed, reasons = check(spec, bounds, value)
         if reasons:
             shown = _show_value(value)
             errors.extend({"field": name, "value": shown, "reason": r} for r in reasons)
@@ -119,39 +94,40 @@ def validate_record(record: dict, fields: Iterable[ClaimField] = CLAIM_FIELDS,
             typed[name] = parsed
 
     # Rules across fields read only values that passed their own checks, as the frame's do.
-    if plan.report_after_loss:
-        report, loss = typed.get("report_date"), typed.get("loss_date")
-        if report is not None and loss is not None and report < loss:
-            errors.append({"field": "report_date", "value": _show_value(record["report_date"]),
-                           "reason": f"is before loss_date {loss.year:04d}-{loss.month:02d}-{loss.day:02d}"})
+    for name, breaks, other_name, reason in plan.cross_field_rules:
+        value, other = typed.get(name), typed.get(other_name)
+        if value is not None and other is not None and breaks(value, other):
+            errors.append({"field": name, "value": _show_value(record[name]), "reason": reason(other_name, other)})
     if as_of is not None:
-        horizon = as_of.replace(tzinfo=None) + _TOLERANCE
+        horizon = rules.horizon(as_of)
         for name in plan.future_fields:
             when = typed.get(name)
             if when is not None and when > horizon:
-                errors.append({"field": name, "value": _show_value(record[name]), "reason": FUTURE})
+                errors.append({"field": name, "value": _show_value(record[name]), "reason": rules.IN_FUTURE})
     # A single claim cannot repeat its own claim_id, so the frame's duplicate rule never fires here.
     return typed, errors
 
 
-# --- one checker per kind: (spec, value that is present and not missing) -> (typed value, reasons)
+# --- one checker per kind: (spec, its bounds, value that is present and not missing) -> (typed value, reasons)
 
-def _check_string(spec: ClaimField, value):
+def _out_of_bounds(bounds: rules.Bounds, measure) -> tuple:
+    """The reasons for a measure (a length, a number, a date-time) outside its field's bounds."""
+    return (((bounds.below,) if measure < bounds.low else ())
+            + ((bounds.above,) if measure > bounds.high else ()))
+
+
+def _check_string(spec: ClaimField, bounds: rules.Bounds, value):
     kind = type(value)
     if kind is str:
         text = value
     elif kind is int and _INT_COLUMN_MIN <= value < _INT_COLUMN_END:
         text = str(value)  # an int64 column: the frame reads its digits as the text
     else:
-        return None, (NOT_TEXT,)
+        return None, (rules.NOT_TEXT,)
     n = len(text)
-    if n == 0:
-        return text, (EMPTY,)
-    reasons = ()
-    if spec.max_length and n > spec.max_length:
-        reasons = (f"is longer than {spec.max_length} characters",)
-    if spec.choices and text not in spec.choices:
-        reasons += (f"must be one of {', '.join(spec.choices)}",)
+    reasons = () if bounds.low <= n <= bounds.high else _out_of_bounds(bounds, n)
+    if n and spec.choices and text not in spec.choices:
+        reasons += (rules.not_one_of(spec.choices),)
     return text, reasons
 
 
@@ -160,50 +136,37 @@ def _read_number(value) -> tuple[float | None, str | None]:
     kind = type(value)
     if kind is float:
         if value - value != 0.0:  # inf or -inf (NaN never gets here)
-            return None, NOT_FINITE
+            return None, rules.NOT_FINITE
         return value, None
     if kind is int:
-        return (None, TOO_LARGE) if abs(value) > LARGEST_FLOAT else (float(value), None)
+        return (None, rules.TOO_LARGE) if abs(value) > LARGEST_FLOAT else (float(value), None)
     if kind is bool:
-        return None, NOT_NUMBER_BOOL
+        return None, rules.NOT_NUMBER_BOOL
     number = _number_from_text(value)
     # NaN (unreadable) and infinities (text such as "inf" or "1e400") are no number.
-    return (None, NOT_NUMBER) if number - number != 0.0 else (number, None)
+    return (None, rules.NOT_NUMBER) if number - number != 0.0 else (number, None)
 
 
-def _range_reasons(spec: ClaimField, number: float) -> tuple:
-    reasons = ()
-    if spec.minimum is not None:
-        if spec.exclusive_minimum:
-            if number <= spec.minimum:
-                reasons = (f"must be greater than {spec.minimum:g}",)
-        elif number < spec.minimum:
-            reasons = (f"must be at least {spec.minimum:g}",)
-    if spec.maximum is not None and number > spec.maximum:
-        reasons += (f"must be at most {spec.maximum:g}",)
-    return reasons
-
-
-def _check_number(spec: ClaimField, value):
+def _check_number(spec: ClaimField, bounds: rules.Bounds, value):
     number, reason = _read_number(value)
     if reason is not None:
         return None, (reason,)
-    return number, _range_reasons(spec, number)
+    return number, () if bounds.low <= number <= bounds.high else _out_of_bounds(bounds, number)
 
 
-def _check_integer(spec: ClaimField, value):
+def _check_integer(spec: ClaimField, bounds: rules.Bounds, value):
     number, reason = _read_number(value)
     if reason is not None:
         return None, (reason,)
     if not abs(number) <= LARGEST_EXACT_INTEGER:
-        return None, (TOO_LARGE,)
+        return None, (rules.TOO_LARGE,)
     if number % 1 != 0:
-        return None, (NOT_WHOLE,)
+        return None, (rules.NOT_WHOLE,)
     whole = int(number)
-    return whole, _range_reasons(spec, float(whole))
+    return whole, () if bounds.low <= whole <= bounds.high else _out_of_bounds(bounds, whole)
 
 
-def _check_boolean(spec: ClaimField, value):
+def _check_boolean(spec: ClaimField, bounds: None, value):  # true/false has no bounds
     kind = type(value)
     if kind is bool:
         return value, ()
@@ -216,25 +179,21 @@ def _check_boolean(spec: ClaimField, value):
             return True, ()
         if text in FALSE_TEXT:
             return False, ()
-    return None, (NOT_BOOLEAN,)
+    return None, (rules.NOT_BOOLEAN,)
 
 
-def _check_datetime(spec: ClaimField, value):
+def _check_datetime(spec: ClaimField, bounds: rules.Bounds, value):
     when = _datetime_from_text(value) if type(value) is str else None
     if when is None:
-        return None, (NOT_DATETIME,)
-    if type(when) is _BeyondDatetime or when < _EARLIEST or when > _LATEST:
-        return None, (OUTSIDE,)
-    return when, ()
+        return None, (rules.NOT_DATETIME,)
+    return (when, ()) if bounds.low <= when <= bounds.high else (None, _out_of_bounds(bounds, when))
 
 
-def _check_date(spec: ClaimField, value):
+def _check_date(spec: ClaimField, bounds: rules.Bounds, value):
     when = _datetime_from_text(value) if type(value) is str else None
     if when is None or when.hour or when.minute or when.second:
-        return None, (NOT_DATE,)
-    if type(when) is _BeyondDatetime or when < _EARLIEST or when > _LATEST:
-        return None, (OUTSIDE,)
-    return when, ()
+        return None, (rules.NOT_DATE,)
+    return (when, ()) if bounds.low <= when <= bounds.high else (None, _out_of_bounds(bounds, when))
 
 
 _CHECKS = {
@@ -261,8 +220,9 @@ def _number_from_text(text: str) -> float:
 def _datetime_from_text(text: str):
     """`pd.to_datetime(format="ISO8601", utc=True)` of one string, naive UTC to the second; None if unreadable.
 
-    A value outside the years a `datetime` holds (e.g. year 0, which pandas accepts) comes back
-    as a `_BeyondDatetime` holding its time of day: it only ever fails the date window.
+    A value outside the years a `datetime` holds (e.g. year 0, which pandas accepts) comes back as
+    the first or last day a `datetime` holds, at its own time of day: it only ever fails the date
+    window.
     """
     match = _ISO_DATETIME.fullmatch(text)
     if match is None:
@@ -297,16 +257,8 @@ def _datetime_from_text_by_pandas(text: str):
     when = parsed.iloc[0]
     if 1 <= when.year <= 9999:
         return when.to_pydatetime()
-    return _BeyondDatetime(when.hour, when.minute, when.second)
-
-
-class _BeyondDatetime:
-    """A date-time pandas read that no `datetime` can hold (years 0 and below, 10000 and above)."""
-
-    __slots__ = ("hour", "minute", "second")
-
-    def __init__(self, hour: int, minute: int, second: int):
-        self.hour, self.minute, self.second = hour, minute, second
+    stand_in = datetime.min if when.year < 1 else datetime.max
+    return stand_in.replace(hour=when.hour, minute=when.minute, second=when.second, microsecond=0)
 
 
 def _number_from_text_by_pandas(text: str) -> float:
@@ -322,11 +274,10 @@ def _number_from_text_by_pandas(text: str) -> float:
 # --- the rest: what the frame shows, what it cannot hold, records outside JSON's types
 
 def _show_value(value) -> str | None:
-    """A value as the frame's report quotes it (features.validation._show_value)."""
+    """A value as a report quotes it; of JSON's types, only None and NaN count as missing."""
     if value is None or (type(value) is float and value != value):
         return None
-    text = json.dumps(value) if type(value) is str or type(value) is bool else str(value)
-    return text if len(text) <= MAX_VALUE_CHARS else f"{text[:MAX_VALUE_CHARS]}... ({len(text)} chars)"
+    return rules.quote(value)
 
 
 def _refuse_what_a_frame_cannot_hold(record: dict) -> None:
@@ -369,14 +320,15 @@ def _validate_with_frame(record: dict, fields: tuple[ClaimField, ...], as_of) ->
 class _Plan:
     """What validating against one `fields` tuple needs, worked out once."""
 
-    __slots__ = ("fields", "steps", "report_after_loss", "future_fields")
+    __slots__ = ("fields", "steps", "cross_field_rules", "future_fields")
 
     def __init__(self, fields: tuple[ClaimField, ...]):
         self.fields = fields
-        self.steps = tuple((f.name, _CHECKS[f.kind], f, f.required) for f in fields)
+        self.steps = tuple((f.name, _CHECKS[f.kind], f, rules.bounds(f), f.required) for f in fields)
         names = {f.name for f in fields}
-        self.report_after_loss = "report_date" in names and "loss_date" in names
-        self.future_fields = tuple(name for name in _FUTURE_FIELDS if name in names)
+        self.cross_field_rules = tuple(rule for rule in rules.CROSS_FIELD_RULES
+                                       if rule.field in names and rule.other in names)
+        self.future_fields = tuple(name for name in rules.NOT_IN_FUTURE if name in names)
 
 
 _PLANS: dict[int, _Plan] = {}
@@ -393,17 +345,17 @@ def _plan(fields: tuple[ClaimField, ...]) -> _Plan:
 
 _DTYPES = {"string": "str", "number": "float64", "integer": "Int64", "boolean": "boolean",
            "date": "datetime64[s]", "datetime": "datetime64[s]"}
-DUPLICATE = "appears more than once in this batch"
 
 
 def duplicate_errors(typed: list[dict], raw: list[dict]) -> dict[int, dict]:
-    """The frame's one rule across claims: a valid claim_id sent twice in one batch, both flagged."""
+    """The one rule across claims: a valid claim_id sent twice in one batch, both flagged."""
+    name = rules.UNIQUE_IN_BATCH
     seen: dict[str, list[int]] = {}
     for i, claim in enumerate(typed):
-        claim_id = claim.get("claim_id")
-        if claim_id is not None:
-            seen.setdefault(claim_id, []).append(i)
-    return {i: {"field": "claim_id", "value": _show_value(raw[i]["claim_id"]), "reason": DUPLICATE}
+        key = claim.get(name)
+        if key is not None:
+            seen.setdefault(key, []).append(i)
+    return {i: {"field": name, "value": _show_value(raw[i][name]), "reason": rules.DUPLICATE}
             for rows in seen.values() if len(rows) > 1 for i in rows}
 
 

@@ -2,33 +2,25 @@
 
 Every bad cell is reported (row, claim_id, column, value, reason); rows with no error come back
 typed and otherwise untouched. Nothing is dropped, coerced or imputed silently: a row is either
-valid as sent or listed in the report with the reason.
+valid as sent or listed in the report with the reason. The rules and their reasons come from
+`features.record_spec`, which the one-claim validator derives its checks from as well.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
-from features.schema import (
-    CLAIM_FIELDS,
-    EARLIEST_DATE,
-    LATEST_DATE,
-    LABEL_FIELDS,
-    ClaimField,
-)
+# Rules and reasons are read as rules.NAME where they are used: stated in one place, changed in one.
+from features import record_spec as rules
+from features.record_spec import FALSE_TEXT, LARGEST_EXACT_INTEGER, LARGEST_FLOAT, TRUE_TEXT
+from features.schema import CLAIM_FIELDS, LABEL_FIELDS, ClaimField
 
 ERROR_COLUMNS = ("row", "claim_id", "column", "value", "reason")
-# A report date may run ahead of the scoring clock by clock skew between systems, not by more.
-FUTURE_TOLERANCE = pd.Timedelta(days=1)
-TRUE_TEXT = frozenset({"true", "1"})
-FALSE_TEXT = frozenset({"false", "0"})
-MAX_VALUE_CHARS = 80  # values quoted in a report are cut to this, so a 10 MB string stays readable
 
 LABEL_SCHEMA: dict[str, ClaimField] = {
     name: ClaimField(name, "boolean", True, f"Outcome label {name}.") for name in LABEL_FIELDS
@@ -114,7 +106,7 @@ def validate_claims(
     for spec in fields:
         if spec.name not in frame.columns:
             if spec.required:
-                problems.append(_issues(np.ones(n, bool), claim_ids, spec.name, None, "is required but missing"))
+                problems.append(_issues(np.ones(n, bool), claim_ids, spec.name, None, rules.MISSING))
             continue
         values, checks = _parse_field(spec, frame[spec.name])
         typed[spec.name] = values
@@ -157,8 +149,7 @@ def _issues(mask, claim_ids: pd.Series, column: str, values, reason) -> pd.DataF
 def _show_value(value) -> str | None:
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
-    text = json.dumps(value) if isinstance(value, (str, bool)) else str(value)
-    return text if len(text) <= MAX_VALUE_CHARS else f"{text[:MAX_VALUE_CHARS]}... ({len(text)} chars)"
+    return rules.quote(value)
 
 
 def _combine(problems: list[pd.DataFrame]) -> pd.DataFrame:
@@ -177,7 +168,7 @@ def _parse_field(spec: ClaimField, raw: pd.Series) -> tuple[pd.Series, list[tupl
     values, bad_type, type_reason = parser(raw, missing)
     checks: list[tuple[np.ndarray, str]] = []
     if spec.required:
-        checks.append((missing, "is required but missing"))
+        checks.append((missing, rules.MISSING))
     checks.append((bad_type & ~missing, type_reason))  # one reason, or one per row
     ok = ~missing & ~bad_type
     checks += _range_checks(spec, values, ok)
@@ -187,28 +178,28 @@ def _parse_field(spec: ClaimField, raw: pd.Series) -> tuple[pd.Series, list[tupl
 
 
 def _range_checks(spec: ClaimField, values: pd.Series, ok: np.ndarray) -> list[tuple[np.ndarray, str]]:
-    checks = []
+    """The field's bounds on each readable value (a text's length, a number, a date), then its choices."""
+    bounds = rules.bounds(spec)
+    if bounds is None:
+        return []
     if spec.kind == "string":
-        lengths = values.str.len().to_numpy(dtype=float, na_value=0)
-        checks.append((ok & (lengths == 0), "is empty"))
-        if spec.max_length:
-            checks.append((ok & (lengths > spec.max_length), f"is longer than {spec.max_length} characters"))
-        if spec.choices:
-            outside = ~values.isin(spec.choices).to_numpy()
-            checks.append((ok & outside & (lengths > 0), f"must be one of {', '.join(spec.choices)}"))
-    elif spec.kind in ("date", "datetime"):
-        early = (values < pd.Timestamp(EARLIEST_DATE)).to_numpy(dtype=bool, na_value=False)
-        late = (values > pd.Timestamp(LATEST_DATE)).to_numpy(dtype=bool, na_value=False)
-        checks.append((ok & (early | late), f"is outside {EARLIEST_DATE} to {LATEST_DATE}"))
+        measures = values.str.len().to_numpy(dtype=float, na_value=0)
     elif spec.kind in ("number", "integer"):
-        numbers = values.to_numpy(dtype=float, na_value=np.nan)
-        if spec.minimum is not None:
-            below = numbers <= spec.minimum if spec.exclusive_minimum else numbers < spec.minimum
-            word = "greater than" if spec.exclusive_minimum else "at least"
-            checks.append((ok & below, f"must be {word} {spec.minimum:g}"))
-        if spec.maximum is not None:
-            checks.append((ok & (numbers > spec.maximum), f"must be at most {spec.maximum:g}"))
+        measures = values.to_numpy(dtype=float, na_value=np.nan)
+    else:
+        measures = values  # date-times compare as they are, a missing one never out of bounds
+    checks = [(ok & _as_mask(outside), reason)
+              for outside, reason in ((measures < bounds.low, bounds.below), (measures > bounds.high, bounds.above))
+              if reason is not None]
+    if spec.kind == "string" and spec.choices:
+        unlisted = ~values.isin(spec.choices).to_numpy()
+        checks.append((ok & unlisted & (measures > 0), rules.not_one_of(spec.choices)))
     return checks
+
+
+def _as_mask(found) -> np.ndarray:
+    """A comparison's result, array or Series, as a boolean array in which a missing value is False."""
+    return found.to_numpy(dtype=bool, na_value=False) if isinstance(found, pd.Series) else np.asarray(found, bool)
 
 
 def _parse_string(raw: pd.Series, missing: np.ndarray):
@@ -219,18 +210,18 @@ def _parse_string(raw: pd.Series, missing: np.ndarray):
         return raw.astype("str").where(~pd.Series(missing), None).astype("str"), np.zeros(len(raw), bool), ""
     is_text = raw.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
     values = raw.where(pd.Series(is_text), None).astype("str")
-    return values, ~is_text, "must be text"
+    return values, ~is_text, rules.NOT_TEXT
 
 
 def parse_number(raw: pd.Series, missing: np.ndarray):
     """A column read as float64: (values, which could not be read, the reason). The record
     validator falls back on it for text only pandas reads, so both read numbers alike."""
     if pd.api.types.is_bool_dtype(raw.dtype):
-        return pd.Series(np.full(len(raw), np.nan)), np.ones(len(raw), bool), "must be a number, not true/false"
+        return pd.Series(np.full(len(raw), np.nan)), np.ones(len(raw), bool), rules.NOT_NUMBER_BOOL
     if pd.api.types.is_numeric_dtype(raw.dtype):
         numbers = raw.astype("float64")
         bad = ~np.isfinite(numbers.to_numpy(na_value=0.0))
-        return numbers.where(~pd.Series(bad), np.nan), bad, "must be a finite number"
+        return numbers.where(~pd.Series(bad), np.nan), bad, rules.NOT_FINITE
     is_bool = raw.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
     # A whole number beyond any float (JSON allows 1 followed by 400 zeros) is reported, not raised.
     huge = raw.map(lambda v: isinstance(v, int) and not isinstance(v, bool) and abs(v) > LARGEST_FLOAT) \
@@ -238,25 +229,20 @@ def parse_number(raw: pd.Series, missing: np.ndarray):
     numbers = pd.to_numeric(raw.where(~pd.Series(is_bool | huge), None), errors="coerce").astype("float64")
     arr = numbers.to_numpy(na_value=np.nan)
     bad = is_bool | huge | ~np.isfinite(arr)  # text such as "inf" or "1e400" is no amount either
-    reasons = np.where(huge, "is far too large", "must be a number").astype(object)
+    reasons = np.where(huge, rules.TOO_LARGE, rules.NOT_NUMBER).astype(object)
     return numbers.where(~pd.Series(bad), np.nan), bad & ~missing, reasons
-
-
-LARGEST_FLOAT = sys.float_info.max
-# Whole numbers beyond this cannot be held exactly (and no count in a claim comes near it).
-LARGEST_EXACT_INTEGER = 2.0 ** 53
 
 
 def _parse_integer(raw: pd.Series, missing: np.ndarray):
     numbers, bad, reason = parse_number(raw, missing)
-    if isinstance(reason, str) and reason.endswith("true/false"):
+    if isinstance(reason, str) and reason == rules.NOT_NUMBER_BOOL:
         return pd.Series(pd.array([pd.NA] * len(raw), dtype="Int64")), bad, reason
     arr = numbers.to_numpy(na_value=np.nan)
     huge = ~bad & (np.abs(np.nan_to_num(arr)) > LARGEST_EXACT_INTEGER)
     fractional = ~bad & ~huge & ~np.isnan(arr) & (np.mod(np.nan_to_num(arr), 1) != 0)
     # An unreadable value keeps the number's own reason; a readable one is too large or fractional.
     unreadable = np.broadcast_to(np.asarray(reason, dtype=object), arr.shape)
-    reasons = np.where(huge, "is far too large", np.where(bad, unreadable, "must be a whole number")).astype(object)
+    reasons = np.where(huge, rules.TOO_LARGE, np.where(bad, unreadable, rules.NOT_WHOLE)).astype(object)
     bad = bad | fractional | huge
     ints = pd.Series(np.where(bad | np.isnan(arr), np.nan, arr)).round().astype("Int64")
     return ints, bad, reasons
@@ -277,7 +263,7 @@ def _parse_boolean(raw: pd.Series, missing: np.ndarray):
 
     parsed = raw.map(lambda v: None if v is None or (not isinstance(v, str) and pd.isna(v)) else one(v))
     bad = parsed.isna().to_numpy() & ~missing
-    return parsed.astype("boolean"), bad, "must be true or false"
+    return parsed.astype("boolean"), bad, rules.NOT_BOOLEAN
 
 
 def parse_datetime(raw: pd.Series, missing: np.ndarray):
@@ -294,13 +280,13 @@ def parse_datetime(raw: pd.Series, missing: np.ndarray):
     parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
     parsed = parsed.dt.tz_localize(None).astype("datetime64[s]")
     bad = parsed.isna().to_numpy() & ~missing
-    return parsed, bad, "must be an ISO 8601 date-time, e.g. 2025-03-01T14:30:00Z"
+    return parsed, bad, rules.NOT_DATETIME
 
 
 def _parse_date(raw: pd.Series, missing: np.ndarray):
     parsed, bad, _ = parse_datetime(raw, missing)
     has_time = (parsed != parsed.dt.normalize()).to_numpy(dtype=bool, na_value=False)
-    return parsed, bad | has_time, "must be a date (YYYY-MM-DD) without a time of day"
+    return parsed, bad | has_time, rules.NOT_DATE
 
 
 _PARSERS = {
@@ -315,20 +301,23 @@ _PARSERS = {
 
 def _cross_field_checks(typed: dict[str, pd.Series], frame: pd.DataFrame, claim_ids: pd.Series,
                         as_of: pd.Timestamp | None) -> list[pd.DataFrame]:
-    """Rules across fields: report after loss, no future dates, one row per claim_id."""
+    """Rules across fields (features.record_spec): field against field, against the clock, one row per claim."""
     found = []
-    if "report_date" in typed and "loss_date" in typed:
-        before = (typed["report_date"] < typed["loss_date"]).to_numpy(dtype=bool, na_value=False)
-        reasons = "is before loss_date " + typed["loss_date"].dt.strftime("%Y-%m-%d").fillna("")
-        found.append(_issues(before, claim_ids, "report_date", frame["report_date"], reasons.to_numpy(dtype=object)))
+    for rule in rules.CROSS_FIELD_RULES:
+        if rule.field in typed and rule.other in typed:
+            broken = _as_mask(rule.breaks(typed[rule.field], typed[rule.other]))
+            rows = np.flatnonzero(broken)
+            reasons = np.full(len(broken), None, dtype=object)
+            reasons[rows] = [rule.reason(rule.other, other) for other in typed[rule.other].iloc[rows]]
+            found.append(_issues(broken, claim_ids, rule.field, frame[rule.field], reasons))
     if as_of is not None:
-        horizon = pd.Timestamp(as_of).tz_localize(None) + FUTURE_TOLERANCE
-        # A policy bound today may start next month, so only these dates must lie in the past.
-        for name in ("loss_date", "report_date", "customer_since"):
+        horizon = rules.horizon(pd.Timestamp(as_of))
+        for name in rules.NOT_IN_FUTURE:
             if name in typed:
                 future = (typed[name] > horizon).to_numpy(dtype=bool, na_value=False)
-                found.append(_issues(future, claim_ids, name, frame[name], "is in the future"))
-    if "claim_id" in typed:
-        dup = typed["claim_id"].duplicated(keep=False).to_numpy() & typed["claim_id"].notna().to_numpy()
-        found.append(_issues(dup, claim_ids, "claim_id", frame["claim_id"], "appears more than once in this batch"))
+                found.append(_issues(future, claim_ids, name, frame[name], rules.IN_FUTURE))
+    name = rules.UNIQUE_IN_BATCH
+    if name in typed:
+        dup = typed[name].duplicated(keep=False).to_numpy() & typed[name].notna().to_numpy()
+        found.append(_issues(dup, claim_ids, name, frame[name], rules.DUPLICATE))
     return found

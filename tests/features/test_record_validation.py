@@ -2,12 +2,15 @@
 
 The frame validator is the definition. Every claim below goes through both, and the two must agree
 on the errors (order and text included), on the typed values of a valid claim (type and value),
-and on raising where the frame validator raises.
+and on raising where the frame validator raises. The last section changes the record specification
+both derive their rules and reasons from (features/record_spec.py) and finds the change in both.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import operator
 import random
 from datetime import datetime, timedelta
 
@@ -15,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features import record_spec, schema
 from features.record_validation import duplicate_errors, typed_frame, validate_record
 from features.schema import CLAIM_FIELDS, FIELDS_BY_NAME, REQUIRED_FIELDS, ClaimField
 from features.validation import validate_claims
@@ -391,3 +395,111 @@ def test_a_claim_id_twice_in_a_batch_flags_both_as_the_frame_does(wire_claims):
     dup = report.errors.loc[report.errors["reason"] == "appears more than once in this batch"]
     assert sorted(found) == sorted(dup["row"].tolist()) == [0, 1, 3, 4]
     assert [found[i]["value"] for i in sorted(found)] == dup.sort_values("row")["value"].tolist()
+
+
+# --- one specification: every rule and reason is stated once, in features.record_spec -----------
+#
+# Each test changes the specification and finds the change in what both validators report.
+# `check_one_row` holds the two to each other; the assertions after it show the change arrived.
+
+def _unplanned(fields=CLAIM_FIELDS) -> tuple:
+    """The schema as a tuple the record validator has not planned for, so it reads the (changed)
+    specification afresh."""
+    return tuple(list(fields))
+
+
+def _reported(record: dict, as_of=None) -> list[tuple[str, str]]:
+    _, errors = check_one_row(record, _unplanned(), as_of)
+    return [(e["field"], e["reason"]) for e in errors]
+
+
+CLOCK = datetime(2024, 2, 1)  # before _claim()'s loss and report dates
+REASON_CASES = {  # each reason the specification states: a claim that earns it, its clock, the fields it names
+    "MISSING": ({"policy_id": None}, None, ["policy_id"]),
+    "NOT_TEXT": ({"region": 1.5}, None, ["region"]),
+    "EMPTY": ({"claim_id": ""}, None, ["claim_id"]),
+    "NOT_NUMBER": ({"claim_amount": "a lot"}, None, ["claim_amount"]),
+    "NOT_NUMBER_BOOL": ({"claim_amount": True}, None, ["claim_amount"]),
+    "NOT_FINITE": ({"claim_amount": float("inf")}, None, ["claim_amount"]),
+    "NOT_WHOLE": ({"witnesses": 2.5}, None, ["witnesses"]),
+    "TOO_LARGE": ({"witnesses": 10 ** 400}, None, ["witnesses"]),
+    "NOT_BOOLEAN": ({"police_report": "maybe"}, None, ["police_report"]),
+    "NOT_DATETIME": ({"report_date": "yesterday"}, None, ["report_date"]),
+    "NOT_DATE": ({"loss_date": "01/03/2024"}, None, ["loss_date"]),
+    "OUTSIDE_DATES": ({"loss_date": "3000-01-01", "report_date": "0000-01-01T00:00:00Z"}, None,
+                      ["loss_date", "report_date"]),
+    "IN_FUTURE": ({}, CLOCK, ["loss_date", "report_date"]),
+}
+REASON_FUNCTION_CASES = {  # each function that words a reason: a claim that earns it, the field it names
+    "too_long": ({"payee_account": "x" * 200}, "payee_account"),
+    "not_one_of": ({"line_of_business": "marine"}, "line_of_business"),
+    "below_minimum": ({"claim_amount": -5}, "claim_amount"),
+    "above_maximum": ({"loss_hour": 24}, "loss_hour"),
+}
+
+
+@pytest.mark.parametrize("name", list(REASON_CASES))
+def test_a_reason_reworded_in_the_specification_is_reported_so_by_both_validators(monkeypatch, name):
+    changes, as_of, fields = REASON_CASES[name]
+    monkeypatch.setattr(record_spec, name, f"<{name}>")
+    assert _reported(_claim(**changes), as_of) == [(field, f"<{name}>") for field in fields]
+
+
+@pytest.mark.parametrize("name", list(REASON_FUNCTION_CASES))
+def test_a_reason_function_reworded_in_the_specification_is_reported_so_by_both_validators(monkeypatch, name):
+    changes, field = REASON_FUNCTION_CASES[name]
+    monkeypatch.setattr(record_spec, name, lambda *args: f"<{name}{args}>")
+    [(reported_field, reason)] = _reported(_claim(**changes))
+    assert reported_field == field and reason.startswith(f"<{name}(")
+
+
+def test_every_reason_the_specification_states_is_reworded_above():
+    # Every text constant of the specification is a reason, but for the schema's dates and a field name.
+    stated = {name for name, value in vars(record_spec).items() if name.isupper() and isinstance(value, str)
+              and name not in vars(schema) and value not in FIELDS_BY_NAME}
+    assert stated == set(REASON_CASES) | {"DUPLICATE"}  # DUPLICATE: the batch test below
+    worded = {name for name, value in vars(record_spec).items()
+              if inspect.isfunction(value) and value.__module__ == record_spec.__name__}
+    assert worded - {"bounds", "horizon", "quote"} == set(REASON_FUNCTION_CASES) | {"before"}  # before: rules below
+
+
+def test_rules_across_fields_changed_in_the_specification_change_both_validators(monkeypatch):
+    loss_before_policy = record_spec.CrossFieldRule(
+        "loss_date", operator.lt, "policy_start_date", lambda other, day: f"<before {other} {day:%Y-%m-%d}>")
+    monkeypatch.setattr(record_spec, "CROSS_FIELD_RULES", record_spec.CROSS_FIELD_RULES + (loss_before_policy,))
+    monkeypatch.setattr(record_spec, "NOT_IN_FUTURE", ("policy_start_date",))
+    monkeypatch.setattr(record_spec, "FUTURE_TOLERANCE", timedelta(0))
+    record = _claim(loss_date="2023-12-20", report_date="2023-12-19T10:00:00Z", policy_start_date="2024-01-01")
+    assert _reported(record, as_of=datetime(2023, 12, 31, 23)) == [
+        ("report_date", "is before loss_date 2023-12-20"),
+        ("loss_date", "<before policy_start_date 2024-01-01>"),
+        ("policy_start_date", "is in the future"),  # an hour ahead, with no tolerance left
+    ]
+    assert [field for field, _ in _reported(record)] == ["report_date", "loss_date"]  # no clock, no future
+
+
+def test_bounds_changed_in_the_specification_change_both_validators(monkeypatch):
+    declared = record_spec.bounds
+
+    def with_a_fast_track_ceiling(field):
+        found = declared(field)
+        if field.name != "claim_amount":
+            return found
+        return found._replace(high=10_000, above="<above the fast-track ceiling>")
+
+    monkeypatch.setattr(record_spec, "bounds", with_a_fast_track_ceiling)
+    assert _reported(_claim(claim_amount=12_000.5)) == [("claim_amount", "<above the fast-track ceiling>")]
+    assert _reported(_claim(claim_amount=9_999.5)) == []
+
+
+def test_quoting_and_the_duplicate_rule_come_from_the_specification(monkeypatch, wire_claims):
+    monkeypatch.setattr(record_spec, "DUPLICATE", "<DUPLICATE>")
+    monkeypatch.setattr(record_spec, "UNIQUE_IN_BATCH", "policy_id")
+    monkeypatch.setattr(record_spec, "quote", lambda value: f"<{type(value).__name__}>")
+    records = [dict(r) for r in wire_claims[:3]]
+    records[2]["policy_id"] = records[0]["policy_id"]
+    found = duplicate_errors([validate_record(r)[0] for r in records], records)
+    report = validate_claims(pd.DataFrame(records))
+    assert report.errors[["row", "column", "value", "reason"]].values.tolist() == [
+        [0, "policy_id", "<str>", "<DUPLICATE>"], [2, "policy_id", "<str>", "<DUPLICATE>"]]
+    assert found == {i: {"field": "policy_id", "value": "<str>", "reason": "<DUPLICATE>"} for i in (0, 2)}
