@@ -72,6 +72,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from features.record_spec import FALSE_TEXT, LARGEST_EXACT_INTEGER, TRUE_TEXT
 from features.schema import EARLIEST_DATE, FIELDS_BY_NAME, LABEL_FIELDS, LATEST_DATE, ClaimField
 
 RULE_KEYS = {"column", "value", "values", "true_values", "false_values", "format", "parts", "join", "separator", "scale",
@@ -99,9 +100,7 @@ WEEKDAY_NAMES = {n: i for i, full in enumerate(_WEEKDAYS, 1) for n in (full, ful
 TIME_OF_DAY = re.compile(r"%[-#^]?[HIMSfpXTcRrklz]")
 SHOWN_VALUES = 10  # offending values quoted per problem
 # A true/false field without true_values/false_values reads the words the canonical validator reads.
-TRUTH_WORDS = {"true": True, "1": True, "false": False, "0": False}
-# Counts beyond 2**53 are no longer exact as floats: a typing slip, not a count (as the validator says).
-LARGEST_EXACT_INTEGER = 2.0 ** 53
+TRUTH_WORDS = {word: True for word in TRUE_TEXT} | {word: False for word in FALSE_TEXT}
 
 UNMAPPED = "has values the mapping does not map"
 NOT_A_NUMBER = "is not a number"
