@@ -114,7 +114,7 @@ def _canonical_example(scorer: Scorer) -> dict:
     documented example claim with only the fields this version has."""
     shapes = scorer.shapes
     if shapes.mapping is not None and shapes.carried.get("example"):
-        claim, errors = shapes.to_canonical(shapes.carried["example"][:1])[0]
+        claim, errors, _ = shapes.to_canonical(shapes.carried["example"][:1])[0]
         if not errors:
             return claim
     return {name: value for name, value in EXAMPLE_CLAIM.items() if name in shapes.canonical_keys}

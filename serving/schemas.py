@@ -93,6 +93,9 @@ class Decision(BaseModel):
     rule_hits: list[RuleHit]
     deadlines: Optional[Deadlines] = Field(description="For every outcome that needs a person; null when approved.")
     scored_at: str
+    mapping_notes: Optional[list[str]] = Field(
+        default=None, description="For a record in the extract's shape: what its mapping changed on purpose "
+                                  "(an out-of-range value of an optional field set missing).")
 
 
 class FieldError(BaseModel):

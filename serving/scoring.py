@@ -65,9 +65,9 @@ class Scorer:
     def _score_many(self, records: list[dict], explain: bool, now: datetime) -> ScoredBatch:
         """Any number of claims: each validated on its own, then history, features, scores and
         reasons for all valid ones at once, in one transaction of the claim store."""
-        results, valid, positions = self._validated(records, now, repeats_are_errors=True)
+        results, valid, positions, notes = self._validated(records, now, repeats_are_errors=True)
         if valid:
-            for position, response in zip(positions, self._decide(valid, explain, now)):
+            for position, response in zip(positions, self._decide(valid, explain, now, notes)):
                 results[position] = response
         return ScoredBatch(self._all_answered(results))
 
@@ -78,7 +78,7 @@ class Scorer:
         in a batch, a claim_id may come twice (a client retrying): the later copy is then scored
         after the earlier one is kept, in a transaction of its own, with the claims after it."""
         now = now or utc_now()
-        results, valid, positions = self._validated(records, now, repeats_are_errors=False)
+        results, valid, positions, notes = self._validated(records, now, repeats_are_errors=False)
         # A claim_id seen again starts a new transaction: the later copy replaces the earlier one.
         segments, seen = [[]], set()
         for j, claim in enumerate(valid):
@@ -89,16 +89,18 @@ class Scorer:
             segments[-1].append(j)
         for members in segments:
             if members:
-                for j, response in zip(members, self._decide([valid[j] for j in members], True, now)):
+                chosen = [valid[j] for j in members]
+                for j, response in zip(members, self._decide(chosen, True, now, [notes[j] for j in members])):
                     results[positions[j]] = response
         return self._all_answered(results)
 
     def _validated(self, records: list[dict], now: datetime,
-                   repeats_are_errors: bool) -> tuple[list[dict | None], list[dict], list[int]]:
+                   repeats_are_errors: bool) -> tuple[list[dict | None], list[dict], list[int], list[list[str]]]:
         """Each record checked on its own: (an error entry or None per record, the valid claims,
-        their positions). In a batch (`repeats_are_errors`), a claim_id sent twice is an error."""
+        their positions, what the mapping changed on purpose in each valid claim). In a batch
+        (`repeats_are_errors`), a claim_id sent twice is an error."""
         fields = self.bundle.claim_fields
-        canonical, mapped = self._canonical(records)
+        canonical, mapped, changed = self._canonical(records)
         checked = [validate_record(record, fields, as_of=now) for record in canonical]
         repeated = duplicate_errors([claim for claim, _ in checked], canonical) if repeats_are_errors else {}
         results: list[dict | None] = [None] * len(records)
@@ -117,7 +119,7 @@ class Scorer:
             else:
                 valid.append(claim)
                 positions.append(i)
-        return results, valid, positions
+        return results, valid, positions, [changed.get(i, []) for i in positions]
 
     @staticmethod
     def _all_answered(results: list[dict | None]) -> list[dict]:
@@ -126,10 +128,12 @@ class Scorer:
             raise RuntimeError(f"claims at positions {missing} got neither a decision nor an error")
         return results
 
-    def _decide(self, claims: list[dict], explain: bool, now: datetime) -> list[dict]:
+    def _decide(self, claims: list[dict], explain: bool, now: datetime,
+                notes: list[list[str]] | None = None) -> list[dict]:
         """Validated claims, in one transaction of the claim store: stored, their history counted,
         scored, explained and decided, the decisions recorded. A few claims (one, or a group of
-        single claims) get their features claim by claim, without pandas."""
+        single claims) get their features claim by claim, without pandas. `notes`, per claim: what
+        its mapping changed on purpose, said in its answer."""
         builder = self.bundle.builder
         cap = self.bundle.targets.auto_approve_amount_cap
         with self.store.intake() as intake:
@@ -142,21 +146,27 @@ class Scorer:
                 matrix = builder.transform_records(claims, history)
             rules = [record_rule_hits(claim, cap) for claim in claims]
             responses = self._responses([claim["claim_id"] for claim in claims], matrix, rules, explain, now)
+            for response, changed in zip(responses, notes or ()):
+                if changed:  # kept with the decision: nothing the mapping changed goes unsaid
+                    response["mapping_notes"] = changed
             intake.decide(claims, responses, self.model_version)
         return responses
 
-    def _canonical(self, records: list[dict]) -> tuple[list[dict], dict[int, list[dict]]]:
-        """Every record in the canonical shape (of a record sent in the extract's shape, what mapped),
-        and for each record sent in the extract's shape, the mapping's errors (empty when it mapped)."""
+    def _canonical(self, records: list[dict]) -> tuple[list[dict], dict[int, list[dict]], dict[int, list[str]]]:
+        """Every record in the canonical shape (of a record sent in the extract's shape, what mapped);
+        for each record sent in the extract's shape, the mapping's errors (empty when it mapped); and
+        for those the mapping changed on purpose, its notes."""
         if self.shapes.mapping is None:
-            return records, {}
+            return records, {}, {}
         positions = [i for i, record in enumerate(records) if self.shapes.shape_of(record) == EXTRACT]
         if not positions:
-            return records, {}
-        canonical, mapped = list(records), {}
-        for i, (claim, errors) in zip(positions, self.shapes.to_canonical([records[i] for i in positions])):
+            return records, {}, {}
+        canonical, mapped, changed = list(records), {}, {}
+        for i, (claim, errors, notes) in zip(positions, self.shapes.to_canonical([records[i] for i in positions])):
             canonical[i], mapped[i] = claim, errors
-        return canonical, mapped
+            if notes:
+                changed[i] = notes
+        return canonical, mapped, changed
 
     def _unknown_fields(self, record: dict) -> list[dict]:
         return [{"field": name, "value": None, "reason": "is not a field of the claim record"}
@@ -193,6 +203,7 @@ class Scorer:
             response["reasons"] = None if reasons[i] is None else {
                 model: [r.as_dict() for r in rs] for model, rs in reasons[i].items()}
             response["contribution_totals"] = totals[i]
+            response["mapping_notes"] = None
             out.append(response)
         return out
 

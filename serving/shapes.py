@@ -48,12 +48,23 @@ class RecordShapes:
         only_canonical = sum(1 for key in record if key in self.canonical_keys and key not in self.extract_keys)
         return EXTRACT if only_extract >= only_canonical else CANONICAL
 
-    def to_canonical(self, records: list[dict]) -> list[tuple[dict, list[dict]]]:
-        """Extract records (all of this version's extract shape) as canonical records (what mapped) and
-        the mapping's errors, named by the record's columns."""
+    def to_canonical(self, records: list[dict]) -> list[tuple[dict, list[dict], list[str]]]:
+        """Extract records (all of this version's extract shape) as canonical records (what mapped),
+        the mapping's errors, named by the record's columns, and what it changed on purpose (a value
+        out of range set missing), said per record."""
         if self.unread_keys:
             records = [{k: v for k, v in record.items() if k not in self.unread_keys} for record in records]
-        return map_records(records, self.mapping)
+        notes: list[str] = []
+        mapped = map_records(records, self.mapping, notes)
+        if not notes:  # the common case: nothing changed, one pass for the batch
+            return [(claim, errors, []) for claim, errors in mapped]
+        out = []
+        for record, (claim, errors) in zip(records, mapped):
+            own: list[str] = []
+            if len(records) > 1:
+                map_records([record], self.mapping, own)
+            out.append((claim, errors, own if len(records) > 1 else notes))
+        return out
 
     def source_errors(self, errors: list[dict], record: dict, reported: set[str] = frozenset()) -> list[dict]:
         """The validator's errors on a mapped record, named by the extract column each field came from;
