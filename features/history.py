@@ -16,22 +16,38 @@ WINDOWS_DAYS = (90, 365)
 _TIME_BITS = 34
 _EPOCH = np.datetime64("1900-01-01T00:00:00", "s")
 
+# A claim's moment in history is when it was reported; an extract without report dates counts by
+# when the loss happened instead (the same fallback the split by time uses). Who made a claim is its
+# claimant; an extract without claimant ids lets the policy stand in (one policy, one insured).
+TIME_FIELDS = ("report_date", "loss_date")
+PERSON_FIELDS = ("claimant_id", "policy_id")
+
 # entity -> (feature prefix, whether its windowed claim counts are features)
 COUNTED_ENTITIES = {"claimant_id": "claimant", "policy_id": "policy", "provider_id": "provider"}
 # Entities whose use by several distinct claimants is the signature of a ring.
 SHARED_ENTITIES = {"payee_account": "payee_account", "claimant_phone": "phone", "claimant_address": "address"}
 
 
-def history_feature_requirements() -> dict[str, tuple[str, ...]]:
-    """Each history feature and the claim fields it needs."""
+def history_feature_requirements(time: str = "report_date", person: str = "claimant_id") -> dict[str, tuple[str, ...]]:
+    """Each history feature and the claim fields it needs, when claims are placed in time by `time`
+    and told apart by `person` (see TIME_FIELDS and PERSON_FIELDS)."""
     needs: dict[str, tuple[str, ...]] = {}
     for field, prefix in COUNTED_ENTITIES.items():
         for days in WINDOWS_DAYS:
-            needs[f"{prefix}_claims_{days}d"] = (field, "report_date")
-    needs["days_since_claimant_last_claim"] = ("claimant_id", "report_date")
+            needs[f"{prefix}_claims_{days}d"] = (field, time)
+    needs["days_since_claimant_last_claim"] = ("claimant_id", time)
     for field, prefix in SHARED_ENTITIES.items():
-        needs[f"{prefix}_other_claimants"] = (field, "claimant_id", "report_date")
+        needs[f"{prefix}_other_claimants"] = tuple(dict.fromkeys((field, person, time)))
     return needs
+
+
+def first_present(frame: pd.DataFrame, fields: tuple[str, ...]) -> pd.Series | None:
+    """Per claim, the first of `fields` it has (a claim's history time or person); None if none is a column."""
+    found = None
+    for name in fields:
+        if name in frame.columns:
+            found = frame[name] if found is None else found.where(found.notna(), frame[name])
+    return found
 
 
 def history_features(claims: pd.DataFrame, history: pd.DataFrame | None = None,
@@ -43,16 +59,21 @@ def history_features(claims: pd.DataFrame, history: pd.DataFrame | None = None,
     """
     pool = _pool(claims, history)
     targets = slice(len(pool) - len(claims), len(pool))
-    seconds = (pool["report_date"].to_numpy(dtype="datetime64[s]") - _EPOCH).astype(np.int64)
+    moments = first_present(pool, TIME_FIELDS)
     wanted = set(names) if names is not None else set(history_feature_requirements())
     out: dict[str, np.ndarray] = {}
+    if moments is None:  # no claim dates at all: no history
+        return {k: np.full(len(claims), np.nan) for k in wanted}
+    timed = moments.notna().to_numpy()
+    seconds = (moments.to_numpy(dtype="datetime64[s]") - _EPOCH).astype(np.int64)
     for field, prefix in COUNTED_ENTITIES.items():
         if field in pool.columns and any(n.startswith(prefix + "_") or n.endswith("last_claim") for n in wanted):
-            out.update(_window_counts(pool[field], seconds, prefix, targets, wanted))
+            out.update(_window_counts(pool[field].where(timed), seconds, prefix, targets, wanted))
+    person = first_present(pool, PERSON_FIELDS)
     for field, prefix in SHARED_ENTITIES.items():
         name = f"{prefix}_other_claimants"
-        if name in wanted and field in pool.columns:
-            out[name] = _other_claimants(pool[field], pool["claimant_id"], seconds)[targets]
+        if name in wanted and field in pool.columns and person is not None:
+            out[name] = _other_claimants(pool[field].where(timed), person, seconds)[targets]
     # An entity field absent from these claims (left out of a request) gives missing, not an error.
     return {k: out.get(k, np.full(len(claims), np.nan)) for k in wanted}
 

@@ -25,7 +25,7 @@ from typing import Iterable
 
 import numpy as np
 
-from features.history import COUNTED_ENTITIES, SECONDS_PER_DAY, SHARED_ENTITIES, WINDOWS_DAYS
+from features.history import COUNTED_ENTITIES, PERSON_FIELDS, SECONDS_PER_DAY, SHARED_ENTITIES, TIME_FIELDS, WINDOWS_DAYS
 from serving.clock import as_datetime
 
 _MICROS = 1_000_000
@@ -34,7 +34,7 @@ COUNTED = tuple(COUNTED_ENTITIES)  # claimant_id first: its times also give the 
 SHARED = tuple(SHARED_ENTITIES)
 # What the index keeps of a claim, in this order after its report time.
 INDEXED_FIELDS = (*COUNTED, *SHARED)
-assert COUNTED[0] == "claimant_id"
+assert COUNTED[:2] == PERSON_FIELDS  # an entry's person is its claimant, else its policy
 # The entities a ring of claims shares: a case shows the other claims with any of them.
 RING_FIELDS = (*SHARED, "provider_id")
 _RING_POSITIONS = tuple(1 + INDEXED_FIELDS.index(field) for field in RING_FIELDS)
@@ -83,7 +83,7 @@ class HistoryIndex:
             for field, value in zip(COUNTED, entry[1:]):
                 if value is not None:
                     index.times[field].setdefault(value, []).append(t)
-            who = entry[1]
+            who = _person(entry[1], entry[2])
             if who is not None:
                 for field, value in zip(SHARED, entry[1 + len(COUNTED):]):
                     if value is not None:
@@ -113,8 +113,8 @@ class HistoryIndex:
 
     def put(self, claim: dict) -> None:
         """A validated claim of the current transaction, replacing any earlier version of its claim_id."""
-        reported = claim.get("report_date")
-        entry = (None if reported is None else micros(reported), *[claim.get(field) for field in INDEXED_FIELDS])
+        moment = _moment(claim)
+        entry = (None if moment is None else micros(moment), *[claim.get(field) for field in INDEXED_FIELDS])
         self._journal.append((claim["claim_id"], self._replace(claim["claim_id"], entry)))
 
     def end(self, kept: bool, seen: int | None = None) -> None:
@@ -136,7 +136,7 @@ class HistoryIndex:
 
     def _insert(self, claim_id: str, entry: Entry) -> None:
         self.claims[claim_id] = entry
-        t, who = entry[0], entry[1]
+        t, who = entry[0], _person(entry[1], entry[2])
         for field, position in zip(RING_FIELDS, _RING_POSITIONS):
             if entry[position] is not None:
                 _add_member(self.members[field], entry[position], claim_id)
@@ -161,7 +161,7 @@ class HistoryIndex:
 
     def _remove(self, claim_id: str) -> Entry:
         entry = self.claims.pop(claim_id)
-        t, who = entry[0], entry[1]
+        t, who = entry[0], _person(entry[1], entry[2])
         for field, position in zip(RING_FIELDS, _RING_POSITIONS):
             if entry[position] is not None:
                 _drop_member(self.members[field], entry[position], claim_id)
@@ -200,10 +200,10 @@ class HistoryIndex:
                   if f"{prefix}_other_claimants" in wanted]
         empty: list[int] = []
         for i, claim in enumerate(claims):
-            reported = claim.get("report_date")
-            if reported is None:  # history needs a report time; a version without one asks for none
+            moment = _moment(claim)
+            if moment is None:  # no claim dates: no history
                 continue
-            t = micros(reported)
+            t = micros(moment)
             for field, windows in counted:
                 value = claim.get(field)
                 if value is None:
@@ -215,7 +215,7 @@ class HistoryIndex:
                 if field == "claimant_id" and last is not None and before:
                     # Whole seconds between the reports, as the offline code has them.
                     last[i] = (t - times[before - 1]) // _MICROS / SECONDS_PER_DAY
-            who = claim.get("claimant_id")
+            who = _person(claim.get("claimant_id"), claim.get("policy_id"))
             if who is None:
                 continue
             for field, column in shared:
@@ -242,6 +242,17 @@ class HistoryIndex:
                         shares.setdefault(other, []).append(field)
         newest = sorted(shares, key=lambda other: (-(self.claims[other][0] or 0), other))[:limit]
         return [(other, shares[other]) for other in newest]
+
+
+def _moment(claim: dict):
+    """A claim's moment in history: its report, else its loss (features.history.TIME_FIELDS)."""
+    moment = claim.get(TIME_FIELDS[0])
+    return claim.get(TIME_FIELDS[1]) if moment is None else moment
+
+
+def _person(claimant, policy):
+    """Who made a claim: its claimant, else its policy (features.history.PERSON_FIELDS)."""
+    return policy if claimant is None else claimant
 
 
 def _stored_entry(report_date, values: list) -> Entry:

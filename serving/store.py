@@ -21,6 +21,7 @@ import pandas as pd
 import pydantic_core
 import sqlalchemy as sa
 
+from features.history import TIME_FIELDS
 from features.schema import CLAIM_FIELDS, ENTITY_FIELDS, FIELDS_BY_NAME, ClaimField
 from serving.access import Access
 from serving.bulk import BulkInsert, key_chunks
@@ -54,7 +55,8 @@ def _claims_table(metadata: sa.MetaData) -> sa.Table:
 # Single-column indexes of stores written before the composite ones: redundant, so dropped.
 _LEGACY_INDEXES = tuple(f"ix_claims_{name}" for name in ENTITY_FIELDS)
 # What the in-memory history index reads of each claim (`HistoryIndex.from_rows`, `catch_up`).
-_INDEX_COLUMNS = ", ".join(("claim_id", "seq", "report_date", *INDEXED_FIELDS))
+# A claim's moment in history is its report, else its loss (features.history.TIME_FIELDS).
+_INDEX_COLUMNS = ", ".join(("claim_id", "seq", f"coalesce({', '.join(TIME_FIELDS)})", *INDEXED_FIELDS))
 
 
 def _decisions_table(metadata: sa.MetaData) -> sa.Table:

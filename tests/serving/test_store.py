@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from features.builder import FeatureBuilder
-from features.history import history_features
+from features.history import history_feature_requirements, history_features
 from serving.store import ClaimStore
 
 
@@ -147,8 +147,7 @@ def test_a_batch_counts_its_own_earlier_claims_as_the_offline_pipeline_does(stor
     batch.loc[batch.index[::2], "claimant_id"] = claims["claimant_id"].iloc[3]  # one claimant, known to the store
     batch["payee_account"] = "PAYEE-SHARED"                                     # one payee, many claimants
     batch["report_date"] = batch["report_date"].iloc[0] + pd.to_timedelta(np.arange(60) // 4, unit="D")
-    builder = FeatureBuilder().fit(claims)
-    names = [s.name for s in builder.specs_ if s.source == "history"]
+    names = list(history_feature_requirements())  # every one, even those constant in these few claims
     records = [_python_record(row) for _, row in batch.iterrows()]
     online = store.history_features(records, names)
     offline = history_features(batch, store.history(batch), names)
@@ -258,3 +257,30 @@ def test_a_store_written_when_claim_fields_were_required_lets_them_be_absent(tmp
     assert store.count_claims() == 30
     kept = store.case(typed_claims["claim_id"].iloc[3])["claim"]
     assert kept["report_date"] == typed_claims["report_date"].iloc[3].to_pydatetime()
+
+
+def test_without_report_dates_or_claimant_ids_history_counts_by_loss_date_and_policy(store, typed_claims):
+    """An extract without report dates places claims by their loss; without claimant ids the policy
+    stands in as the person: counted alike offline, from the index and in SQL, claim by claim and
+    for a batch that counts its own earlier claims."""
+    claims = typed_claims.head(3000).drop(columns=["report_date", "claimant_id"])
+    store.seed(claims.head(2400))
+    batch = claims.iloc[2400:2460].copy()
+    batch["payee_account"] = "PAYEE-SHARED"
+    batch.loc[batch.index[::3], "policy_id"] = claims["policy_id"].iloc[5]  # one policy, known to the store
+    batch["loss_date"] = batch["loss_date"].iloc[0] + pd.to_timedelta(np.arange(60) // 4, unit="D")
+    names = [n for n, needs in history_feature_requirements("loss_date", "policy_id").items()
+             if "claimant_id" not in needs]
+    assert "payee_account_other_claimants" in names and "policy_claims_365d" in names
+    records = [_python_record(row) for _, row in batch.iterrows()]
+    online = store.history_features(records, names)
+    offline = history_features(batch, store.history(batch), names)
+    for name in names:
+        np.testing.assert_array_equal(online[name], offline[name], err_msg=name)
+    assert online["payee_account_other_claimants"][-1] > 0 and online["policy_claims_365d"][3] > 0
+    for i in range(0, 60, 7):
+        one = batch.iloc[[i]]
+        alone = store.history_features([records[i]], names)
+        offline_one = history_features(one, store.history(one), names)
+        for name in names:
+            np.testing.assert_array_equal(alone[name], offline_one[name], err_msg=f"{name} row {i}")
