@@ -1,12 +1,14 @@
 """The feature builder: canonical claims (plus entity history) in, a numeric model matrix out.
 
 Shaped like a scikit-learn transformer: `fit` learns what it needs from training claims only
-(category vocabularies, typical amounts per loss type, which features the data can support);
-`transform` is pure given that state, for one claim or millions, offline and online alike.
+(category vocabularies or code encodings, typical amounts per loss type, which features the data
+can support, and why the others were left out); `transform` is pure given that state, for one
+claim or millions, offline and online alike.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -16,12 +18,23 @@ from typing import Callable, Literal
 import numpy as np
 import pandas as pd
 
-from features.history import history_feature_requirements, history_features
+from features.history import PERSON_FIELDS, TIME_FIELDS, history_feature_requirements, history_features
 from features.schema import FIELD_NAMES, FIELDS_BY_NAME
 
 SECONDS_PER_DAY = 86_400
 Kind = Literal["numeric", "categorical"]
 Columns = dict[str, np.ndarray]
+# How precisely a date field is known, coarsest first.
+PRECISIONS = ("year", "month", "week", "day", "second")
+FULL_PRECISION = {"date": "day", "datetime": "second"}
+# How a categorical feature reaches the model: "auto" picks "category" or "target" by its levels.
+ENCODINGS = ("auto", "category", "target", "frequency")
+# A categorical feature read as a number is labelled with one of these after its own label; the
+# reasons (models/reasons.py) read it to say what the model read instead of a bare number.
+ENCODED_LABEL_SUFFIX = {"target": ", read as its fraud rate in the training claims",
+                        "frequency": ", read as its share of the training claims"}
+# Folds for the out-of-fold target encoding of the training claims (scikit-learn's default).
+TARGET_ENCODING_FOLDS = 5
 
 
 @dataclass(frozen=True)
@@ -123,6 +136,45 @@ HISTORY_FEATURES: dict[str, FeatureSpec] = {
     for name, needs in history_feature_requirements().items()
 }
 
+# The least precision each feature needs of its date fields; fields not named here have their full
+# precision (a mapping says when they do not). An hour needs the time of day and a weekday the day
+# itself (a date known to the week says nothing of its weekday). Day counts and the 90/365-day
+# history windows are off by a few days at most when dates are known to the week, small beside the
+# spans they measure; known only to the month, they are off by up to a month.
+PRECISION_NEEDED: dict[str, dict[str, str]] = {
+    "report_hour": {"report_date": "second"},
+    "loss_weekday": {"loss_date": "day"},
+    "policy_age_days": {"loss_date": "week", "policy_start_date": "week"},
+    "report_delay_days": {"report_date": "week", "loss_date": "week"},
+    "customer_tenure_days": {"loss_date": "week", "customer_since": "week"},
+    **{name: {"report_date": "week"} for name in HISTORY_FEATURES},
+}
+assert PRECISION_NEEDED.keys() <= CLAIM_FEATURES.keys() | HISTORY_FEATURES.keys()
+
+
+@dataclass(frozen=True)
+class CodeEncoding:
+    """A categorical feature read as a number: each training level's value, one for the others."""
+
+    method: str  # "target" (smoothed fraud rate) or "frequency" (share of training claims)
+    values: dict[str, float]
+    unseen: float
+    missing: float
+
+    def read(self, levels: np.ndarray) -> np.ndarray:
+        """The numbers for an array of levels (None or NaN where missing)."""
+        missing = pd.isna(levels)
+        found = pd.Series(levels, dtype=object).map(self.values).to_numpy(dtype=np.float64, na_value=np.nan)
+        return np.where(missing, self.missing, np.where(np.isnan(found), self.unseen, found))
+
+    def read_one(self, level: str | None) -> float:
+        """The number for one level, exactly as `read` gives it."""
+        return self.missing if level is None or level != level else self.values.get(level, self.unseen)
+
+
+def _extract_label(name: str) -> str:
+    return name.removeprefix("extra_").replace("_", " ")
+
 
 _EPOCH_1900 = datetime(1900, 1, 1)
 _ONE_SECOND = timedelta(seconds=1)
@@ -171,32 +223,195 @@ assert _RECORD_DIRECT | _RECORD_FEATURES.keys() == CLAIM_FEATURES.keys(), "every
 class FeatureBuilder:
     """Turns canonical claims into the model matrix; fit on training claims only."""
 
-    def __init__(self, passthrough_categorical: tuple[str, ...] = (), passthrough_numeric: tuple[str, ...] = ()):
+    def __init__(self, passthrough_categorical: tuple[str, ...] = (), passthrough_numeric: tuple[str, ...] = (),
+                 field_precision: dict[str, str] | None = None, encodings: dict[str, str] | None = None,
+                 max_category_levels: int | None = None, target_smoothing: float = 20.0, random_state: int = 0):
         self.passthrough_categorical = tuple(passthrough_categorical)
         self.passthrough_numeric = tuple(passthrough_numeric)
+        self.field_precision = field_precision
+        self.encodings = encodings
+        self.max_category_levels = max_category_levels  # None: every categorical stays a category
+        self.target_smoothing = target_smoothing
+        self.random_state = random_state
 
     def fit(self, claims: pd.DataFrame) -> "FeatureBuilder":
-        """Learn vocabularies and typical amounts; keep only features the data can support."""
+        """Learn vocabularies, code encodings and typical amounts; keep only features the data can support.
+
+        Target encoding reads the `is_fraud` label of the training claims."""
+        self._check_settings()
         present = {c for c in claims.columns if claims[c].notna().any()}
         self.fields_seen_ = [f for f in FIELD_NAMES if f in present]
-        specs = [s for s, _ in CLAIM_FEATURES.values()] + list(HISTORY_FEATURES.values())
-        specs += [FeatureSpec(c, "categorical", (c,), c.replace("_", " "), source="passthrough")
+        # History places claims by their report, else their loss, and tells people apart by the
+        # claimant, else the policy (features.history.TIME_FIELDS, PERSON_FIELDS).
+        self.history_time_ = next((f for f in TIME_FIELDS if f in present), TIME_FIELDS[0])
+        self.history_person_ = next((f for f in PERSON_FIELDS if f in present), PERSON_FIELDS[0])
+        self.dropped_features_: dict[str, str] = {}
+        specs = []
+        for spec in self._candidate_specs():
+            reason = self._unsupported(spec, present)
+            if reason is None:
+                specs.append(spec)
+            else:
+                self.dropped_features_[spec.name] = reason
+        self.typical_amount_ = self._typical_amounts(claims) if {"loss_type", "claim_amount"} <= present else {}
+        self._keep(specs, claims)
+        self.encoded_: dict[str, CodeEncoding] = {}
+        self._drop_constant(claims)
+        self._encode_many_levelled(claims)
+        return self
+
+    def _check_settings(self) -> None:
+        """Field precisions and encodings must name real fields, features and choices."""
+        problems = []
+        for name, level in (self.field_precision or {}).items():
+            field = FIELDS_BY_NAME.get(name)
+            if field is None or field.kind not in FULL_PRECISION:
+                problems.append(f"field_precision: {name!r} is not a date field")
+                continue
+            possible = PRECISIONS[:PRECISIONS.index(FULL_PRECISION[field.kind]) + 1]
+            if level not in possible:
+                problems.append(f"field_precision: {name} is a {field.kind} field, known to one of "
+                                f"{', '.join(possible)}; not {level!r}")
+        categorical = {s.name for s in self._candidate_specs() if s.kind == "categorical"}
+        for name, how in (self.encodings or {}).items():
+            if name not in categorical:
+                problems.append(f"encodings: {name!r} is not a categorical feature; those are "
+                                f"{', '.join(sorted(categorical))}")
+            elif how not in ENCODINGS:
+                problems.append(f"encodings: {name} must be one of {', '.join(ENCODINGS)}, not {how!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def _candidate_specs(self) -> list[FeatureSpec]:
+        time, person = getattr(self, "history_time_", "report_date"), getattr(self, "history_person_", "claimant_id")
+        specs = [s for s, _ in CLAIM_FEATURES.values()]
+        specs += [dataclasses.replace(HISTORY_FEATURES[name], requires=needs)
+                  for name, needs in history_feature_requirements(time, person).items()]
+        # A passed-through column reads by its own name in the extract (extra_insured_hobbies: "insured hobbies").
+        specs += [FeatureSpec(c, "categorical", (c,), _extract_label(c), source="passthrough")
                   for c in self.passthrough_categorical]
-        specs += [FeatureSpec(c, "numeric", (c,), c.replace("_", " "), source="passthrough")
+        specs += [FeatureSpec(c, "numeric", (c,), _extract_label(c), source="passthrough")
                   for c in self.passthrough_numeric]
-        self.specs_ = [s for s in specs if set(s.requires) <= present]
-        self.feature_names_ = [s.name for s in self.specs_]
-        self.input_fields_ = sorted({f for s in self.specs_ for f in s.requires})
+        return specs
+
+    def _unsupported(self, spec: FeatureSpec, present: set[str]) -> str | None:
+        """Why the training claims cannot support a feature (a field absent or too coarse), or None."""
+        absent = [f for f in spec.requires if f not in present]
+        if absent:
+            return f"no training claim has {' or '.join(absent)}"
+        for field, needed in PRECISION_NEEDED.get(spec.name, {}).items():
+            if spec.source == "history" and field == "report_date":
+                field = getattr(self, "history_time_", field)  # the time history is counted by
+            known = self._precision(field)
+            if PRECISIONS.index(known) < PRECISIONS.index(needed):
+                return f"{field} is {known}-level; this feature needs {needed} or better"
+        return None
+
+    def _precision(self, field: str) -> str:
+        return (self.field_precision or {}).get(field) or FULL_PRECISION[FIELDS_BY_NAME[field].kind]
+
+    def _keep(self, specs: list[FeatureSpec], claims: pd.DataFrame) -> None:
+        """Set the features kept and what they read: names, input fields, category vocabularies."""
+        self.specs_ = specs
+        self.feature_names_ = [s.name for s in specs]
+        self.input_fields_ = sorted({f for s in specs for f in s.requires})
         self.categories_ = {
             s.name: np.sort(claims[s.requires[0]].dropna().astype("str").unique()).astype(object)
-            for s in self.specs_ if s.kind == "categorical"
+            for s in specs if s.kind == "categorical"
         }
-        self.typical_amount_ = self._typical_amounts(claims) if "loss_type" in present else {}
-        return self
+
+    def _drop_constant(self, claims: pd.DataFrame) -> None:
+        """Leave out features with one value (or none) in the training claims: nothing to learn from."""
+        matrix = self.transform(claims)
+        kept = []
+        for j, spec in enumerate(self.specs_):
+            column = matrix[:, j]
+            missing = np.isnan(column)
+            if missing.all():
+                self.dropped_features_[spec.name] = "missing in every training claim"
+            elif (column == column[0]).all():  # NaN equals nothing: a value and missing ones are two
+                shown = repr(str(self.categories_[spec.name][int(column[0])])) if spec.kind == "categorical" \
+                    else f"{column[0]:g}"
+                self.dropped_features_[spec.name] = f"constant in the training claims (every value {shown})"
+            else:
+                kept.append(spec)
+        self._keep(kept, claims)
+
+    def _encode_many_levelled(self, claims: pd.DataFrame) -> None:
+        """Categorical features with too many levels to learn each one (or asked so) become numbers."""
+        for j, spec in enumerate(self.specs_):
+            if spec.kind != "categorical":
+                continue
+            method = self._encoding(spec)
+            if method == "category":
+                continue
+            levels = claims[spec.requires[0]].to_numpy(dtype=object, na_value=None)
+            self.encoded_[spec.name] = (self._target_encoding(levels, self._is_fraud(claims, spec))
+                                        if method == "target" else self._frequency_encoding(levels))
+            self.specs_[j] = dataclasses.replace(spec, label=spec.label + ENCODED_LABEL_SUFFIX[method])
+            del self.categories_[spec.name]
+
+    def _encoding(self, spec: FeatureSpec) -> str:
+        asked = (self.encodings or {}).get(spec.name, "auto")
+        if asked != "auto":
+            return asked
+        # Each level of a native category needs enough claims of both outcomes to earn its own
+        # branch; past a few dozen levels most have too few and the trees fit their noise.
+        many = self.max_category_levels is not None and len(self.categories_[spec.name]) > self.max_category_levels
+        return "target" if many else "category"
+
+    @staticmethod
+    def _is_fraud(claims: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
+        if "is_fraud" not in claims.columns or claims["is_fraud"].isna().any():
+            raise ValueError(f"target encoding of {spec.name} needs the is_fraud label on every training claim")
+        return claims["is_fraud"].to_numpy(dtype=bool)
+
+    def _target_encoding(self, levels: np.ndarray, is_fraud: np.ndarray) -> CodeEncoding:
+        """Each level's fraud rate among these claims, shrunk towards the rate of all of them by
+        `target_smoothing` claims' worth (scikit-learn's TargetEncoder with that `smooth`): a level
+        seen twice says little, one seen 2,000 times a lot. Unseen and missing levels read as the
+        overall rate."""
+        prior = float(is_fraud.mean())
+        known = ~pd.isna(levels)
+        codes, names = pd.factorize(levels[known])
+        claims = np.bincount(codes, minlength=len(names))
+        frauds = np.bincount(codes, weights=is_fraud[known], minlength=len(names))
+        rates = (frauds + self.target_smoothing * prior) / (claims + self.target_smoothing)
+        return CodeEncoding("target", dict(zip(map(str, names), rates.tolist())), prior, prior)
+
+    @staticmethod
+    def _frequency_encoding(levels: np.ndarray) -> CodeEncoding:
+        """Each level's share of the training claims; unseen levels 0, missing ones missing."""
+        counts = pd.Series(levels, dtype=object).dropna().astype("str").value_counts()
+        return CodeEncoding("frequency", {str(k): float(v) / len(levels) for k, v in counts.items()}, 0.0, math.nan)
+
+    def out_of_fold(self, claims: pd.DataFrame, matrix: np.ndarray) -> np.ndarray:
+        """`matrix` (the transform of the training claims `fit` saw) with each target-encoded column
+        replaced by cross-fitted values: each claim's code read from the other folds' claims only,
+        so the trees never meet a claim's own label inside its code's fraud rate."""
+        from sklearn.model_selection import StratifiedKFold
+
+        out = matrix.copy()
+        for j, spec in enumerate(self.specs_):
+            encoding = self._encoded.get(spec.name)
+            if encoding is None or encoding.method != "target":
+                continue
+            levels = claims[spec.requires[0]].to_numpy(dtype=object, na_value=None)
+            is_fraud = self._is_fraud(claims, spec)
+            folds = StratifiedKFold(TARGET_ENCODING_FOLDS, shuffle=True, random_state=self.random_state)
+            for fitted, held_out in folds.split(levels, is_fraud):
+                out[held_out, j] = self._target_encoding(levels[fitted], is_fraud[fitted]).read(levels[held_out])
+        return out
+
+    @property
+    def _encoded(self) -> dict[str, CodeEncoding]:
+        return getattr(self, "encoded_", {})  # bundles pickled before code encodings have none
 
     @property
     def categorical_indices_(self) -> list[int]:
-        return [i for i, s in enumerate(self.specs_) if s.kind == "categorical"]
+        """Columns LightGBM reads as categories (encoded categorical features are numbers)."""
+        encoded = self._encoded
+        return [i for i, s in enumerate(self.specs_) if s.kind == "categorical" and s.name not in encoded]
 
     @staticmethod
     def _typical_amounts(claims: pd.DataFrame) -> dict[str, float]:
@@ -225,14 +440,17 @@ class FeatureBuilder:
 
     def _matrix(self, cols: Columns, n: int, history_values: dict[str, np.ndarray]) -> np.ndarray:
         matrix = np.empty((n, len(self.specs_)), dtype=np.float64)
+        encoded = self._encoded
         for j, spec in enumerate(self.specs_):
             if spec.source == "history":
                 matrix[:, j] = history_values[spec.name]
-            elif spec.source == "passthrough":
-                matrix[:, j] = self._encode(spec, cols[spec.name]) if spec.kind == "categorical" else cols[spec.name]
-            else:
-                values = CLAIM_FEATURES[spec.name][1](cols)
-                matrix[:, j] = self._encode(spec, values) if spec.kind == "categorical" else values
+                continue
+            values = cols[spec.name] if spec.source == "passthrough" else CLAIM_FEATURES[spec.name][1](cols)
+            if spec.name in encoded:
+                values = encoded[spec.name].read(values)
+            elif spec.kind == "categorical":
+                values = self._encode(spec, values)
+            matrix[:, j] = values
         return matrix
 
     def transform_record(self, claim: dict, history: dict[str, float] | None = None) -> np.ndarray:
@@ -243,6 +461,7 @@ class FeatureBuilder:
         """
         cols = self._record_columns(claim)
         history = history or {}
+        encoded = self._encoded
         row = np.empty((1, len(self.specs_)), dtype=np.float64)
         for j, spec in enumerate(self.specs_):
             if spec.source == "history":
@@ -251,7 +470,9 @@ class FeatureBuilder:
                 value = cols[spec.name]
             else:
                 value = _RECORD_FEATURES[spec.name](cols)
-            if spec.kind == "categorical":
+            if spec.name in encoded:
+                value = encoded[spec.name].read_one(value)
+            elif spec.kind == "categorical":
                 value = self._record_codes[spec.name].get(value, math.nan) if value is not None else math.nan
             row[0, j] = value
         return row

@@ -76,6 +76,10 @@ class TrainingConfig:
     cv_below_rows: int = _bounded(20_000, "at least 0")
     cv_folds: int = _bounded(5, "at least 2")
     cv_repeats: int = _bounded(3, "at least 1")
+    # More levels than this in the training claims: a categorical is read as its out-of-fold fraud
+    # rate, not as a native category (claimtriage.toml gives the measurements behind 32).
+    max_category_levels: int = _bounded(32, "at least 1")
+    target_smoothing: float = _bounded(20.0, "at least 0")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from features.builder import ENCODED_LABEL_SUFFIX
+
 Sentence = Callable[[float | str | None, float | None], str]
 
 
@@ -109,11 +111,43 @@ MISSING_SENTENCES = {
 }
 
 
+def _fraud_rate(label: str, v: float, typ: float | None) -> str:
+    # The model reads a code as its fraud rate among training claims, shrunk towards the rate of all
+    # of them (`typ`) when few had it; codes it never saw, or none given, read as that overall rate.
+    # Only the value arrives here, so at the overall rate the sentence holds for a seen code as well.
+    if typ is not None and not math.isnan(typ) and round(typ, 4) == v:
+        return f"{label} read as a fraud rate of {v:.1%}: that of all training claims, as for any new to the model " \
+               "or not given"
+    return f"{label} with a fraud rate of {v:.1%} among training claims with it" + _typical(
+        typ, lambda t: f"{t:.1%} among all training claims")
+
+
+def _share(label: str, v: float, typ: float | None) -> str:
+    if v == 0:
+        return f"{label} new to the model: no training claim had it"
+    return f"{label} seen on {v:.1%} of training claims"
+
+
+ENCODED_SENTENCES = {"target": _fraud_rate, "frequency": _share}
+assert ENCODED_SENTENCES.keys() == ENCODED_LABEL_SUFFIX.keys(), "every encoding needs its sentence"
+
+
+def _encoded(label: str) -> tuple[str, str] | None:
+    """(encoding, the feature's own label) for a categorical feature the model reads as a number."""
+    for method, suffix in ENCODED_LABEL_SUFFIX.items():
+        if label.endswith(suffix):
+            return method, label.removesuffix(suffix)
+    return None
+
+
 def reason_sentence(feature: str, label: str, value: float | str | None, typical: float | None) -> str:
     """The sentence for one feature's value; a generic one for passed-through extra features."""
+    method, label = _encoded(label) or (None, label)
     missing = value is None or (isinstance(value, float) and math.isnan(value))
     if missing:
         return MISSING_SENTENCES.get(feature, f"No {label} given")
+    if method is not None:  # before the templates: a category read as a number has no name to show
+        return ENCODED_SENTENCES[method](label[:1].upper() + label[1:], float(value), typical)
     template = SENTENCES.get(feature)
     if template is None:
         shown = value if isinstance(value, str) else _n(float(value))

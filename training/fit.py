@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import lightgbm as lgb
@@ -22,10 +22,13 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Extras:
-    """Extra source columns a dataset mapping passes through as model features."""
+    """What a dataset mapping adds to the features: extra source columns passed through as model
+    features, how precisely its date fields are known, and how to encode its categorical ones."""
 
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
+    precision: dict[str, str] = field(default_factory=dict)  # date field -> "year" ... "second"
+    encodings: dict[str, str] = field(default_factory=dict)  # feature -> "auto" | "category" | ...
 
 
 @dataclass
@@ -48,10 +51,27 @@ def payable_label(claims: pd.DataFrame) -> np.ndarray | None:
 
 
 def typical_values(builder: FeatureBuilder, legitimate: np.ndarray) -> dict[str, float]:
-    """Median of each numeric feature among legitimate training claims: "typical" in reasons."""
+    """Median of each numeric feature among legitimate training claims: "typical" in reasons; for a
+    code read as its fraud rate, the rate of all training claims."""
     with np.errstate(all="ignore"):
         medians = np.nanmedian(legitimate, axis=0) if len(legitimate) else np.full(legitimate.shape[1], np.nan)
-    return {s.name: float(m) for s, m in zip(builder.specs_, medians) if s.kind == "numeric" and np.isfinite(m)}
+    typical = {s.name: float(m) for s, m in zip(builder.specs_, medians) if s.kind == "numeric" and np.isfinite(m)}
+    typical.update({name: e.unseen for name, e in builder.encoded_.items() if e.method == "target"})
+    return typical
+
+
+def fit_builder(claims: pd.DataFrame, split: Split, cfg: TrainingConfig,
+                extras: Extras) -> tuple[FeatureBuilder, np.ndarray]:
+    """The feature builder fitted on the training claims, and the matrix of all claims.
+
+    The training claims' code fraud rates are out of fold: read from their own labels, the trees
+    would learn that a code's rate predicts fraud far better than it does on new claims."""
+    train = claims.loc[split.train]
+    builder = FeatureBuilder(extras.categorical, extras.numeric, extras.precision, extras.encodings,
+                             cfg.max_category_levels, cfg.target_smoothing, cfg.seed).fit(train)
+    matrix = builder.transform(claims)
+    matrix[split.train] = builder.out_of_fold(train, matrix[split.train])
+    return builder, matrix
 
 
 def booster_params(cfg: TrainingConfig, positive_weight: float) -> dict:
@@ -92,8 +112,7 @@ def fit_bundle(claims: pd.DataFrame, split: Split, config: Config, progress: Pro
     """Fit every part of the bundle on the training claims; calibration and thresholds on validation."""
     cfg = config.training
     progress("features")
-    builder = FeatureBuilder(extras.categorical, extras.numeric).fit(claims.loc[split.train])
-    matrix = builder.transform(claims)
+    builder, matrix = fit_builder(claims, split, cfg, extras)
     is_fraud = claims["is_fraud"].to_numpy(dtype=bool)
     payable = payable_label(claims)
     progress("fraud model")
