@@ -30,7 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="write synthetic claims with labels and ground truth")
     gen.add_argument("--claims", type=int, default=200_000, help="number of claims (default 200000)")
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--out", required=True, help="output file, .parquet or .csv")
+    target = gen.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="output file, .parquet or .csv")
+    target.add_argument("--extract", metavar="DIR",
+                        help="write the claims as another insurer's extract (CSV) with the mapping that reads it")
+    gen.add_argument("--lacking", default="claimant_id,report_date,claim_amount",
+                     help="with --extract: canonical fields the extract does not have (comma-separated; "
+                          "default claimant_id,report_date,claim_amount; '' for none)")
 
     train = sub.add_parser("train", help="train, evaluate and register a new model version")
     source = train.add_mutually_exclusive_group(required=True)
@@ -107,6 +113,16 @@ def main(argv: list[str] | None = None) -> int:
 def _generate(args, config) -> int:
     from training.generate import generate_claims, write_claims
 
+    if args.extract:
+        from training.extracts import write_extract
+
+        lacking = tuple(name.strip() for name in args.lacking.split(",") if name.strip())
+        data, mapping = write_extract(args.extract, args.claims, args.seed, lacking)
+        print(f"wrote {args.claims:,} generated claims as another insurer's extract, lacking "
+              f"{', '.join(lacking) or 'nothing'}:\n  {data}\n  {mapping}\n"
+              f"train on it with: claimtriage train --data {data} --mapping {mapping}")
+        return 0
+
     started = time.perf_counter()
     with tqdm(total=2, desc="generate", unit="step", file=sys.stderr) as bar:
         frame = generate_claims(args.claims, seed=args.seed)
@@ -133,7 +149,7 @@ def _train(args, config) -> int:
         frame, source = generate_claims(args.synthetic, seed=args.seed), f"synthetic:{args.synthetic}:seed{args.seed}"
     elif args.mapping:
         mapping, frame, raw, mapping_notes = _mapped(args)
-        extras, partial = Extras(*mapping.extra_columns), True
+        extras, partial = mapping_extras(mapping), True
         carried = carried_mapping(args.mapping, mapping, raw)
         config = with_training_overrides(config, mapping.training, args.mapping)
         source = f"{Path(args.data).resolve()} via {Path(args.mapping).resolve()}"
@@ -160,6 +176,14 @@ def _mapped(args):
     raw = read_source(args.data, mapping)
     notes: list[str] = []  # what the mapping changed on purpose (values set missing, dates moved a year)
     return mapping, apply_mapping(raw, mapping, notes), raw, notes
+
+
+def mapping_extras(mapping):
+    """What a mapping adds to the features: its passed-through columns, its dates' precision and the
+    encodings it asks for."""
+    from training.fit import Extras
+
+    return Extras(*mapping.extra_columns, precision=mapping.field_precision, encodings=mapping.extra_encodings)
 
 
 EXAMPLE_RECORDS = 2

@@ -5,7 +5,8 @@ from datetime import datetime
 
 import pytest
 
-from features.builder import CLAIM_FEATURES, HISTORY_FEATURES
+from features.builder import CLAIM_FEATURES
+from features.history import PERSON_FIELDS, TIME_FIELDS, history_feature_requirements
 from features.schema import REQUIRED_FIELDS
 from models.config import Config, Deadlines
 from models.pyfunc import wire_format
@@ -52,8 +53,14 @@ def test_a_version_without_these_fields_trains_serves_and_explains(lacking, gene
     bundle = fit_bundle(claims, split, config).bundle
     features = set(bundle.builder.feature_names_)
     needing = {name for name, (spec, _) in CLAIM_FEATURES.items() if set(spec.requires) & set(lacking)}
-    needing |= {name for name, spec in HISTORY_FEATURES.items() if set(spec.requires) & set(lacking)}
+    # History counts by the report, else the loss, and tells people apart by the claimant, else the policy.
+    time = next(f for f in TIME_FIELDS if f not in lacking)
+    person = next(f for f in PERSON_FIELDS if f not in lacking)
+    history = history_feature_requirements(time, person)
+    needing |= {name for name, needs in history.items() if set(needs) & set(lacking)}
     assert needing and not needing & features
+    if "report_date" in lacking or "claimant_id" in lacking:  # the fallbacks keep some history
+        assert (set(history) - needing) & features
     assert not set(lacking) & {f.name for f in bundle.claim_fields}
 
     store = ClaimStore(f"sqlite:///{tmp_path / 'claims.db'}")

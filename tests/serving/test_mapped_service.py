@@ -1,0 +1,184 @@
+"""An insurer's own extract, end to end over HTTP: versions trained through a mapping serve, take the
+extract's own records (and canonical ones), answer as the offline pipeline does, and name the
+extract's column in every error."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.mapping import apply_mapping, load_mapping, read_source
+from models.pyfunc import load_bundle
+from training.cli import main
+from training.extracts import write_extract
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+PUBLIC = ROOT / "tests/data/insurance_claims.csv"
+SHIPPED = ROOT / "mappings/insurance_claims.yaml"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`claimtriage serve --model URI` as a user runs it, on a port of its own."""
+
+    def __init__(self, home: Path, env: dict, model: str, key: str | None = None):
+        self.port = _free_port()
+        self.log = home / f"serve-{self.port}.log"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "training.cli", "serve", "--model", model, "--port", str(self.port)],
+            cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        self.base = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"serve exited with {self.process.returncode}:\n{self.log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            self.stop()
+            pytest.fail(f"not ready:\n{self.log.read_text()[-4000:]}")
+        printed = self.log.read_text()
+        self.key = key or printed.split("API key (Authorization: Bearer ...): ")[1].split()[0]
+        self.auth = {"Authorization": f"Bearer {self.key}"}
+
+    def post(self, path: str, body) -> httpx.Response:
+        return httpx.post(self.base + path, json=body, headers=self.auth, timeout=60)
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.base + path, headers=self.auth, timeout=60)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Version 1: the public extract through the shipped mapping; version 2: a generated extract
+    that lacks claimant ids, report dates and claim amounts. Each served by `claimtriage serve`."""
+    home = tmp_path_factory.mktemp("mapped")
+    (home / "claimtriage.toml").write_text("[training]\ncv_folds = 2\ncv_repeats = 1\n")
+    env = {"CLAIMTRIAGE_HOME": str(home), "CLAIMTRIAGE_CONFIG": str(home / "claimtriage.toml"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+           "CLAIMTRIAGE_DATABASE_URL": f"sqlite:///{home / 'claims.db'}", "BENTOML_DO_NOT_TRACK": "true",
+           "BENTOML_HOME": str(home / "bentoml")}
+    generated, generated_mapping = write_extract(home / "generated", n_claims=3000, seed=5)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        assert main(["train", "--data", str(PUBLIC), "--mapping", str(SHIPPED)]) == 0
+        assert main(["train", "--data", str(generated), "--mapping", str(generated_mapping), "--no-promote"]) == 0
+        bundles = {1: load_bundle("models:/claim-triage/1"), 2: load_bundle("models:/claim-triage/2")}
+    full_env = {**os.environ, **env}
+    first = Server(home, full_env, "models:/claim-triage/1")
+    # The second service keeps its own claim store: each version's store holds its own extract's claims.
+    second = Server(home, {**full_env, "CLAIMTRIAGE_DATABASE_URL": f"sqlite:///{home / 'claims2.db'}"},
+                    "models:/claim-triage/2")
+    yield {"servers": {1: first, 2: second}, "bundles": bundles,
+           "extracts": {1: (PUBLIC, SHIPPED), 2: (generated, generated_mapping)}}
+    first.stop()
+    second.stop()
+
+
+def _raw_records(extract: Path, mapping_path: Path, rows: slice) -> tuple[list[dict], pd.DataFrame]:
+    """Rows of the extract as the claims system would send them (its own columns, as text, no labels),
+    and the same rows through the mapping offline."""
+    mapping = load_mapping(mapping_path)
+    raw = read_source(extract, mapping).iloc[rows].reset_index(drop=True)
+    labels = [rule["column"] for rule in mapping.labels.values()]
+    records = raw.drop(columns=labels).to_dict(orient="records")
+    return records, apply_mapping(raw, mapping)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_the_model_says_which_record_shapes_it_takes_and_each_example_scores_the_same(served, version):
+    server = served["servers"][version]
+    shapes = server.get("/model").json()["record_shapes"]
+    assert set(shapes) == {"canonical", "extract"}
+    replies = [server.post("/score", shapes[shape]["example"]) for shape in ("extract", "canonical")]
+    assert [r.status_code for r in replies] == [200, 200], [r.text[:500] for r in replies]
+    extract, canonical = (r.json() for r in replies)
+    assert extract["claim_id"] == canonical["claim_id"]
+    assert extract["scores"] == canonical["scores"] and extract["decision"] == canonical["decision"]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_extract_records_answer_exactly_as_the_mapping_and_model_offline(served, version):
+    server, bundle = served["servers"][version], served["bundles"][version]
+    records, mapped = _raw_records(*served["extracts"][version], slice(0, 40))
+    offline = bundle.score(mapped)
+    one_by_one = [server.post("/score", record) for record in records[:10]]
+    assert all(r.status_code == 200 for r in one_by_one), [r.text[:300] for r in one_by_one if r.status_code != 200]
+    batch = server.post("/score_batch", {"claims": records, "explain": False}).json()
+    assert batch["n_errors"] == 0, batch["results"][:2]
+    for answers in ([r.json() for r in one_by_one], batch["results"]):
+        n = len(answers)
+        assert [a["claim_id"] for a in answers] == offline["claim_id"].head(n).tolist()
+        assert [a["decision"] for a in answers] == offline["decision"].head(n).tolist()
+        np.testing.assert_allclose([a["scores"]["fraud_probability"] for a in answers],
+                                   offline["fraud_probability"].head(n), rtol=0, atol=1e-12)
+        np.testing.assert_allclose([a["scores"]["anomaly_score"] for a in answers],
+                                   offline["anomaly_score"].head(n), rtol=0, atol=1e-12)
+
+
+def test_numbers_sent_as_json_numbers_read_as_the_extracts_text(served):
+    server = served["servers"][1]
+    records, _ = _raw_records(PUBLIC, SHIPPED, slice(50, 51))
+    as_text = server.post("/score", records[0]).json()
+    as_numbers = {k: (float(v) if "." in v else int(v)) if k in ("total_claim_amount", "policy_annual_premium",
+                                                                 "witnesses", "age") else v
+                  for k, v in records[0].items()}
+    assert server.post("/score", as_numbers).json()["scores"] == as_text["scores"]
+
+
+def test_a_bad_extract_record_is_named_by_its_own_column(served):
+    server = served["servers"][1]
+    records, _ = _raw_records(PUBLIC, SHIPPED, slice(60, 61))
+    record = dict(records[0], incident_type="Spaceship", total_claim_amount="-5", colour="red")
+    reply = server.post("/score", record)
+    assert reply.status_code == 422, reply.text
+    errors = {e["field"]: e for e in reply.json()["errors"]}
+    assert set(errors) == {"incident_type", "total_claim_amount", "colour"}, errors
+    assert errors["incident_type"]["value"] == "Spaceship" and "does not map" in errors["incident_type"]["reason"]
+    assert errors["total_claim_amount"]["value"] == "-5"
+    assert errors["total_claim_amount"]["reason"] == "must be greater than 0 (as claim_amount)"
+    assert "not a column of the extract" in errors["colour"]["reason"]
+    assert reply.json()["claim_id"] == record["policy_number"]
+
+
+def test_a_batch_mixes_shapes_and_one_bad_record_fails_alone(served):
+    server = served["servers"][2]
+    records, _ = _raw_records(*served["extracts"][2], slice(100, 103))
+    canonical = server.get("/model").json()["record_shapes"]["canonical"]["example"]
+    bad = dict(records[2])
+    bad[next(iter(bad))] = ""  # the claim number column left empty
+    batch = server.post("/score_batch", {"claims": [records[0], canonical, bad, records[1]]}).json()
+    assert [("errors" in r) for r in batch["results"]] == [False, False, True, False]
+    assert batch["n_scored"] == 3 and batch["n_errors"] == 1
+
+
+def test_a_case_from_an_extract_without_report_dates_or_amounts_reads_on_the_review_api(served):
+    server = served["servers"][2]
+    records, _ = _raw_records(*served["extracts"][2], slice(200, 230))
+    answers = server.post("/score_batch", {"claims": records}).json()["results"]
+    needing = next(a for a in answers if a.get("deadlines"))
+    case = server.get(f"/cases/{needing['claim_id']}").json()
+    assert case["decision"]["claim_id"] == needing["claim_id"]
+    assert not {"report_date", "claim_amount", "claimant_id"} & set(case["claim"])
