@@ -61,12 +61,17 @@ def run_training(frame: pd.DataFrame, config: Config, source: str, progress: Pro
             progress("cross-validation")
             metrics.update(cross_validate(claims, config, extras))
         fitted = fit_bundle(claims, split, config, progress, extras)
+        left_out = dropped_notes(fitted.bundle.builder)
+        if left_out:
+            notes += left_out
+            mlflow.set_tag("notes", "\n".join(notes))
         progress("evaluation")
         metrics.update(_evaluate_and_plot(fitted, claims, config))
         mlflow.log_metrics(metrics)
         mlflow.log_dict(fitted.bundle.policy.describe(), "policy.json")
         mlflow.log_dict({"features": fitted.bundle.builder.feature_names_,
-                         "fields": [f.name for f in fitted.bundle.claim_fields]}, "feature_spec.json")
+                         "fields": [f.name for f in fitted.bundle.claim_fields],
+                         "left_out": getattr(fitted.bundle.builder, "dropped_features_", {})}, "feature_spec.json")
         progress("registry")
         registry.log_evaluation_data(claims, split.test)
         if mapping is not None:
@@ -79,6 +84,14 @@ def run_training(frame: pd.DataFrame, config: Config, source: str, progress: Pro
     if promote and registry.champion_version(client, config) is None:
         promotion = registry.promote(version, config)
     return TrainingResult(run.info.run_id, version, metrics, promotion, report.n_invalid, notes)
+
+
+def dropped_notes(builder) -> list[str]:
+    """The features training left out for a reason the data gave (constant, or dates too coarse), in
+    words; features whose fields the extract lacks are implied by the mapping and listed in
+    feature_spec.json with the rest."""
+    return [f"feature {name} left out: {reason}" for name, reason in getattr(builder, "dropped_features_", {}).items()
+            if not reason.startswith("no training claim has")]
 
 
 def extra_fields(frame: pd.DataFrame, extras: Extras) -> tuple[ClaimField, ...]:
