@@ -1,6 +1,8 @@
 """`claimtriage validate --mapping`: the labels are checked as training checks them, and what the
 mapping changed on purpose is said."""
 
+import yaml
+
 from training.cli import main
 
 MAPPING = """
@@ -31,3 +33,17 @@ def test_validate_says_which_values_the_mapping_set_missing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "note: claimant_age (from age): 1 values outside 14 to 120 set missing: '7' (1 rows)" in out
     assert "2 claims, all valid." in out
+
+
+def test_generate_writes_another_insurers_extract_lacking_fields_with_its_mapping(tmp_path, capsys):
+    assert main(["generate", "--claims", "400", "--seed", "3", "--extract", str(tmp_path / "x"),
+                 "--lacking", "claimant_id,report_date"]) == 0
+    out = capsys.readouterr().out
+    data, mapping = sorted((tmp_path / "x").glob("*.csv"))[0], sorted((tmp_path / "x").glob("*.yaml"))[0]
+    assert f"claimtriage train --data {data} --mapping {mapping}" in out
+    header = data.read_text().splitlines()[0].split(",")
+    assert "claim_id" not in header and len(header) > 15
+    assert main(["validate", "--data", str(data), "--mapping", str(mapping)]) == 0
+    assert "400 claims, all valid." in capsys.readouterr().out
+    fields = yaml.safe_load(mapping.read_text())["fields"]
+    assert "claim_id" in fields and not {"report_date", "claimant_id"} & set(fields)
