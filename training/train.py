@@ -116,7 +116,9 @@ def _notes(claims: pd.DataFrame, split: Split, cfg) -> list[str]:
     if split.kind == "stratified":
         notes.append("the claims carry no dates: split by stratified random sampling, not by time")
     elif split.detail.get("split_on") == "loss_date":
-        notes.append("no report dates: split by loss date")
+        notes.append("no report dates: split by loss date, and history counted by loss date")
+    if "claimant_id" not in claims.columns and "policy_id" in claims.columns:
+        notes.append("no claimant ids: the policy stands in as the person in the history features")
     if len(claims) < cfg.cv_below_rows:
         notes.append(f"{len(claims):,} claims (< {cfg.cv_below_rows:,}): evaluated by {cfg.cv_repeats}x repeated "
                      f"stratified {cfg.cv_folds}-fold cross-validation (cv_*_mean, cv_*_std)")

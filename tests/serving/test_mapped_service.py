@@ -100,11 +100,19 @@ def served(tmp_path_factory):
 def _raw_records(extract: Path, mapping_path: Path, rows: slice) -> tuple[list[dict], pd.DataFrame]:
     """Rows of the extract as the claims system would send them (its own columns, as text, no labels),
     and the same rows through the mapping offline."""
+    records, mapped, _ = _extract_rows(extract, mapping_path, rows)
+    return records, mapped
+
+
+def _extract_rows(extract: Path, mapping_path: Path, rows: slice):
+    """`_raw_records`, and the whole extract through the mapping: the history the service's store
+    was seeded with (the version's training claims)."""
     mapping = load_mapping(mapping_path)
-    raw = read_source(extract, mapping).iloc[rows].reset_index(drop=True)
+    whole = read_source(extract, mapping)
+    raw = whole.iloc[rows].reset_index(drop=True)
     labels = [rule["column"] for rule in mapping.labels.values()]
     records = raw.drop(columns=labels).to_dict(orient="records")
-    return records, apply_mapping(raw, mapping)
+    return records, apply_mapping(raw, mapping), apply_mapping(whole, mapping)
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -122,8 +130,12 @@ def test_the_model_says_which_record_shapes_it_takes_and_each_example_scores_the
 @pytest.mark.parametrize("version", [1, 2])
 def test_extract_records_answer_exactly_as_the_mapping_and_model_offline(served, version):
     server, bundle = served["servers"][version], served["bundles"][version]
-    records, mapped = _raw_records(*served["extracts"][version], slice(0, 40))
-    offline = bundle.score(mapped)
+    records, mapped, history = _extract_rows(*served["extracts"][version], slice(0, 40))
+    # Offline: the same rows counted against the whole extract, which the store was seeded with
+    # (version 2 counts history by loss date, with the policy as the person).
+    offline = bundle.score(mapped, history=history)
+    has_history = any(spec.source == "history" for spec in bundle.builder.specs_)
+    assert has_history == (version == 2), bundle.builder.feature_names_
     one_by_one = [server.post("/score", record) for record in records[:10]]
     assert all(r.status_code == 200 for r in one_by_one), [r.text[:300] for r in one_by_one if r.status_code != 200]
     batch = server.post("/score_batch", {"claims": records, "explain": False}).json()

@@ -25,6 +25,7 @@ def test_public_extract_trains_through_the_shipped_mapping(mlflow_home, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "cross-validation" in out and "no eligibility model" in out
+    assert "note: no report dates: split by loss date, and history counted by loss date" in out
     # The mapping's constant line of business is no feature, and the run says so.
     assert "note: feature line_of_business left out: constant in the training claims (every value 'auto')" in out
 
