@@ -52,11 +52,12 @@ def open_version(config: Config, uri: str | None = None) -> tuple[MlflowClient, 
 
 
 def open_store(config: Config, client: MlflowClient, version, **options) -> ClaimStore:
-    """The claim store, seeded with the version's training claims when it is empty."""
+    """The claim store, holding the version's training claims: a version trained on another extract
+    than the store's first brings its own history (claims already stored are kept as they are)."""
     try:
         store = ClaimStore(config.database_url, **options)
-        if store.count_claims() == 0:
-            seeded = store.seed(_training_claims(client, version.run_id), origin="training")
+        seeded = store.seed(_training_claims(client, version.run_id), origin="training")
+        if seeded:
             log.info("claim store %s seeded with %d training claims", config.database_url, seeded)
     except Exception as err:  # noqa: BLE001 - any failure here stops the start, said on one line
         raise StartupError(f"cannot prepare the claim store {config.database_url} for "

@@ -191,11 +191,12 @@ class ClaimStore:
     def seed(self, claims: pd.DataFrame, origin: str = "training") -> int:
         """Load known claims (the training history) in chunks; claims already stored are kept."""
         stored_at = utc_now()
-        rows = [_row(rec, origin, stored_at) for rec in _records(claims)]
         with self.engine.begin() as conn:
             first_seq = self._next_seq(conn)
             existing = set(conn.execute(sa.select(self.claims.c.claim_id)).scalars())
-            fresh = [r for r in rows if r["claim_id"] not in existing]
+            # Only the claims not stored yet are converted: a service seeds at every start.
+            new = claims.loc[~claims["claim_id"].astype("str").isin(existing).to_numpy()] if existing else claims
+            fresh = [_row(rec, origin, stored_at) for rec in _records(new)]
             if first_seq is not None:
                 for seq, row in enumerate(fresh, first_seq):
                     row["seq"] = seq

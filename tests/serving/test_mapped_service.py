@@ -88,9 +88,9 @@ def served(tmp_path_factory):
         bundles = {1: load_bundle("models:/claim-triage/1"), 2: load_bundle("models:/claim-triage/2")}
     full_env = {**os.environ, **env}
     first = Server(home, full_env, "models:/claim-triage/1")
-    # The second service keeps its own claim store: each version's store holds its own extract's claims.
-    second = Server(home, {**full_env, "CLAIMTRIAGE_DATABASE_URL": f"sqlite:///{home / 'claims2.db'}"},
-                    "models:/claim-triage/2")
+    first.stop()  # one store for both, as one insurer's: version 2 brings its own extract's claims to it
+    second = Server(home, full_env, "models:/claim-triage/2", key=first.key)
+    first = Server(home, full_env, "models:/claim-triage/1", key=first.key)
     yield {"servers": {1: first, 2: second}, "bundles": bundles,
            "extracts": {1: (PUBLIC, SHIPPED), 2: (generated, generated_mapping)}}
     first.stop()
