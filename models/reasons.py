@@ -108,6 +108,7 @@ SENTENCES: dict[str, Sentence] = {
 MISSING_SENTENCES = {
     "days_since_claimant_last_claim": "The claimant has no earlier claim",
     "police_report": "Not stated whether a police report was filed",
+    "customer_tenure_days": "Not stated since when the claimant is a customer",
 }
 
 

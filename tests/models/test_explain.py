@@ -136,3 +136,10 @@ def test_reasons_are_strongest_first_with_values_and_sentences(explained):
 def test_sentences_read_like_an_adjuster_would_say_them(feature, value, typical, expected):
     label = feature.replace("extra_", "").replace("_", " ")
     assert reason_sentence(feature, label, value, typical).startswith(expected)
+
+
+def test_a_missing_tenure_reads_as_not_stated():
+    from models.reasons import reason_sentence
+
+    assert reason_sentence("customer_tenure_days", "days the claimant had been a customer at the loss",
+                           float("nan"), None) == "Not stated since when the claimant is a customer"
