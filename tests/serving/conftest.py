@@ -62,3 +62,39 @@ def _empty_store_url(kind: str, tmp_path, postgres_database) -> str:
     existing.drop_all(engine)  # each test starts from an empty database
     engine.dispose()
     return postgres_database
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A function giving a port nobody listens on, for a server of the test's own."""
+    import socket
+
+    def port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    return port
+
+
+@pytest.fixture(scope="session")
+def wait_until_ready():
+    """A function that waits for a started server to answer /readyz; the test fails with the end of
+    the server's log if it exits first or is not ready in time (the server is then stopped)."""
+    import time
+
+    import httpx
+
+    def wait(server, base: str, log, seconds: float = 180) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                pytest.fail(f"server exited with {server.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        server.terminate()
+        pytest.fail(f"not ready after {seconds:.0f} s:\n{log.read_text()[-4000:]}")
+    return wait

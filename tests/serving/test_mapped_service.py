@@ -3,10 +3,8 @@ extract's own records (and canonical ones), answer as the offline pipeline does,
 extract's column in every error."""
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -25,35 +23,17 @@ PUBLIC = ROOT / "tests/data/insurance_claims.csv"
 SHIPPED = ROOT / "mappings/insurance_claims.yaml"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """`claimtriage serve --model URI` as a user runs it, on a port of its own."""
 
-    def __init__(self, home: Path, env: dict, model: str, key: str | None = None):
-        self.port = _free_port()
+    def __init__(self, home: Path, env: dict, model: str, port: int, wait_until_ready, key: str | None = None):
+        self.port = port
         self.log = home / f"serve-{self.port}.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "training.cli", "serve", "--model", model, "--port", str(self.port)],
             cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"serve exited with {self.process.returncode}:\n{self.log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            self.stop()
-            pytest.fail(f"not ready:\n{self.log.read_text()[-4000:]}")
+        wait_until_ready(self.process, self.base, self.log)
         printed = self.log.read_text()
         self.key = key or printed.split("API key (Authorization: Bearer ...): ")[1].split()[0]
         self.auth = {"Authorization": f"Bearer {self.key}"}
@@ -70,7 +50,7 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, free_port, wait_until_ready):
     """Version 1: the public extract through the shipped mapping; version 2: a generated extract
     that lacks claimant ids, report dates and claim amounts. Each served by `claimtriage serve`."""
     home = tmp_path_factory.mktemp("mapped")
@@ -87,10 +67,10 @@ def served(tmp_path_factory):
         assert main(["train", "--data", str(generated), "--mapping", str(generated_mapping), "--no-promote"]) == 0
         bundles = {1: load_bundle("models:/claim-triage/1"), 2: load_bundle("models:/claim-triage/2")}
     full_env = {**os.environ, **env}
-    first = Server(home, full_env, "models:/claim-triage/1")
+    first = Server(home, full_env, "models:/claim-triage/1", free_port(), wait_until_ready)
     first.stop()  # one store for both, as one insurer's: version 2 brings its own extract's claims to it
-    second = Server(home, full_env, "models:/claim-triage/2", key=first.key)
-    first = Server(home, full_env, "models:/claim-triage/1", key=first.key)
+    second = Server(home, full_env, "models:/claim-triage/2", free_port(), wait_until_ready, key=first.key)
+    first = Server(home, full_env, "models:/claim-triage/1", free_port(), wait_until_ready, key=first.key)
     yield {"servers": {1: first, 2: second}, "bundles": bundles,
            "extracts": {1: (PUBLIC, SHIPPED), 2: (generated, generated_mapping)}}
     first.stop()

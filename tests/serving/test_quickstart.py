@@ -1,10 +1,8 @@
 """The README's main job on an empty registry: `claimtriage serve` trains a champion, then serves it."""
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,14 +18,9 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_serve_on_an_empty_registry_trains_a_synthetic_champion_then_answers(tmp_path, few_folds):
-    port = _free_port()
+def test_serve_on_an_empty_registry_trains_a_synthetic_champion_then_answers(tmp_path, few_folds, free_port,
+                                                                             wait_until_ready):
+    port = free_port()
     config = tmp_path / "claimtriage.toml"  # written by `few_folds`: two folds, once
     config.write_text(config.read_text() + "[serving]\nsynthetic_claims_if_no_champion = 6000\n")
     env = {**os.environ, "CLAIMTRIAGE_HOME": str(tmp_path), "CLAIMTRIAGE_CONFIG": str(config),
@@ -39,18 +32,7 @@ def test_serve_on_an_empty_registry_trains_a_synthetic_champion_then_answers(tmp
                               cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                pytest.fail(f"serve exited with {server.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail(f"not ready after 300 s:\n{log.read_text()[-4000:]}")
+        wait_until_ready(server, base, log, seconds=300)
 
         printed = log.read_text()
         assert "no champion in the registry" in printed

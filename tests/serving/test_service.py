@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,12 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TRAINING_CLAIMS = 7_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _as_json(frame: pd.DataFrame, bundle) -> list[dict]:
     wire = wire_format(frame, bundle)
     records = wire.astype(object).where(wire.notna(), None).to_dict(orient="records")
@@ -41,7 +34,7 @@ def _as_json(frame: pd.DataFrame, bundle) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
+def service(tmp_path_factory, free_port, wait_until_ready):
     home = tmp_path_factory.mktemp("service")
     env = {"CLAIMTRIAGE_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
            "CLAIMTRIAGE_DATABASE_URL": f"sqlite:///{home / 'claims.db'}", "BENTOML_DO_NOT_TRACK": "true",
@@ -57,26 +50,14 @@ def service(tmp_path_factory):
     credentials = ClaimStore(env["CLAIMTRIAGE_DATABASE_URL"])
     key = credentials.access.create_key(credentials.engine, "tests")
     credentials.access.add_adjuster(credentials.engine, "ann", "correct horse battery")
-    port = _free_port()
+    port = free_port()
     log = open(home / "server.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", "serving.service:ClaimTriage", "--host", "127.0.0.1",
          "--port", str(port), "--working-dir", str(ROOT)],
         cwd=home, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None:
-            pytest.fail(f"server exited:\n{(home / 'server.log').read_text()[-3000:]}")
-        time.sleep(0.5)
-    else:
-        server.terminate()
-        pytest.fail(f"server not ready:\n{(home / 'server.log').read_text()[-3000:]}")
+    wait_until_ready(server, base, home / "server.log", seconds=120)
     typed = claims.sort_values("report_date", kind="stable").reset_index(drop=True)
     yield {"base": base, "bundle": bundle, "claims": typed, "store_url": env["CLAIMTRIAGE_DATABASE_URL"],
            "new": typed.iloc[TRAINING_CLAIMS:], "key": key, "auth": {"Authorization": f"Bearer {key}"},
