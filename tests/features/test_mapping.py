@@ -97,9 +97,15 @@ labels:
     ("labels:\n  fraud: {column: f}\nfields:\n  claim_id: {column: a}\n", "labels.fraud", "not a canonical label"),
 ])
 def test_structural_mistakes_name_the_key(tmp_path, text, where, message):
+    _problems_of(lambda: load_mapping(write(tmp_path, text)), where, message)
+
+
+def _problems_of(load, where: str, message: str) -> list:
+    """The problems `load` raises in one MappingError; one of them at `where`, saying `message`."""
     with pytest.raises(MappingError) as caught:
-        load_mapping(write(tmp_path, text))
+        load()
     assert any(p.column == where and message in p.message for p in caught.value.problems), caught.value
+    return caught.value.problems
 
 
 def test_constants_parts_joins_scaling_and_booleans(tmp_path):
@@ -266,10 +272,8 @@ def test_each_date_field_gets_a_precision_inferred_from_its_rule_or_stated(rule,
     ("  loss_type: {parts: {year: y}}\n", "fields.loss_type.parts", "applies to date or datetime fields"),
 ])
 def test_date_rule_mistakes_name_the_key(text, where, message):
-    with pytest.raises(MappingError) as caught:
-        mapping_of("fields:\n" + text)
-    assert any(p.column == where and message in p.message for p in caught.value.problems), caught.value
-    assert all(p.source == () and p.rows == () for p in caught.value.problems)
+    problems = _problems_of(lambda: mapping_of("fields:\n" + text), where, message)
+    assert all(p.source == () and p.rows == () for p in problems)
 
 
 # --- extra features with rules of their own
@@ -339,9 +343,8 @@ extra_features:
     ("{categorical: seg}", "extra_features.categorical", "must be a list"),
 ])
 def test_extra_feature_mistakes_name_the_key(extras, where, message):
-    with pytest.raises(MappingError) as caught:
-        mapping_of(f"fields:\n  claim_id: {{column: a}}\nextra_features: {extras}\n")
-    assert any(p.column == where and message in p.message for p in caught.value.problems), caught.value
+    _problems_of(lambda: mapping_of(f"fields:\n  claim_id: {{column: a}}\nextra_features: {extras}\n"), where,
+                 message)
 
 
 # --- out-of-range optional values: missing, counted
@@ -378,9 +381,7 @@ fields:
     ("claimant_age: {column: a, out_of_range: drop}", "fields.claimant_age.out_of_range", "can only be missing"),
 ])
 def test_out_of_range_mistakes_name_the_key(rule, where, message):
-    with pytest.raises(MappingError) as caught:
-        mapping_of(f"fields:\n  {rule}\n")
-    assert any(p.column == where and message in p.message for p in caught.value.problems), caught.value
+    _problems_of(lambda: mapping_of(f"fields:\n  {rule}\n"), where, message)
 
 
 def test_a_true_false_field_without_its_own_values_reads_true_and_false():
