@@ -435,7 +435,7 @@ def _rule_columns(rule: dict) -> tuple[str, ...]:
     return tuple(rule.get("join", ()))
 
 
-def _columns_read(mapping: DatasetMapping, labels: bool) -> tuple[str, ...]:
+def columns_read(mapping: DatasetMapping, labels: bool) -> tuple[str, ...]:
     """Every extract column the mapping reads, once each; labels only where outcomes are known."""
     rules = list(mapping.fields.values()) + (list(mapping.labels.values()) if labels else [])
     columns = [c for rule in rules for c in _rule_columns(rule)] + list(mapping.extra_categorical)
@@ -483,7 +483,7 @@ def apply_mapping(raw: pd.DataFrame, mapping: DatasetMapping, notes: list[str] |
     and per date moved a year by `not_before`: changes the mapping asked for, counted.
     """
     problems: list[MappingProblem] = []
-    columns = _columns_read(mapping, labels=True)
+    columns = columns_read(mapping, labels=True)
     extract = _Extract(len(raw), {c: _as_text(raw[c]) for c in columns if c in raw.columns},
                        tuple(map(str, raw.columns)))
     mapped = _map_extract(extract, mapping, problems, notes, labels=True)
@@ -503,7 +503,7 @@ def map_records(records: list[dict], mapping: DatasetMapping,
     """
     if not records:
         return []
-    extract, errors = _records_extract(records, _columns_read(mapping, labels=False))
+    extract, errors = _records_extract(records, columns_read(mapping, labels=False))
     problems: list[MappingProblem] = []
     mapped = _map_extract(extract, mapping, problems, notes, labels=False)
     for problem in problems:

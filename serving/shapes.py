@@ -9,7 +9,7 @@ a canonical field the validator rejects by the source column it came from.
 
 from __future__ import annotations
 
-from features.mapping import DatasetMapping, map_records, parse_mapping
+from features.mapping import DatasetMapping, columns_read, map_records, parse_mapping
 from features.schema import ClaimField
 
 CANONICAL = "canonical"
@@ -29,7 +29,7 @@ class RecordShapes:
             self.mapping = parse_mapping(carried["rules"], source=f"the mapping {carried.get('name', '')}".strip())
             names = list(self.mapping.fields) + [name for names in self.mapping.extra_columns for name in names]
             self._sources = {name: self.mapping.source_columns(name) for name in names}
-            self.extract_keys = frozenset(c for columns in self._sources.values() for c in columns)
+            self.extract_keys = frozenset(columns_read(self.mapping, labels=False))
             # Columns of the training extract the mapping does not read: sent along, never read.
             self.unread_keys = frozenset(carried.get("columns", ())) - self.extract_keys
 

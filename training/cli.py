@@ -194,9 +194,10 @@ def carried_mapping(path: str, mapping, raw) -> dict:
     records: the mapping's rules as written, and a few records of the extract (labels left out)."""
     import yaml
 
+    from features.mapping import columns_read
+
     labels = {rule.get("column") for rule in mapping.labels.values()}
-    read = {c for name in [*mapping.fields, *mapping.extra_categorical, *mapping.extra_numeric]
-            for c in (mapping.source_columns(name) if name in mapping.fields else (name,))}
+    read = set(columns_read(mapping, labels=False))
     example = raw[[c for c in raw.columns if c in read]].head(EXAMPLE_RECORDS)
     return {"rules": yaml.safe_load(Path(path).read_text()), "name": mapping.name,
             # The extract's other columns: a record may carry them (its export's whole row); they are not read.
