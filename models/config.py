@@ -17,6 +17,7 @@ DEFAULT_CONFIG_FILE = "claimtriage.toml"
 
 # Where the reasons' SHAP values come from (models/explain.py): the per-leaf tables, or the tools themselves.
 SHAP_ENGINES = ("tables", "reference")
+METRICS_ACCESS = ("key", "open")
 
 # What a setting must be, checked where settings are read (a file, a mapping's overrides).
 _BOUNDS = {
@@ -28,6 +29,7 @@ _BOUNDS = {
     "above 0 and at most 1": lambda v: 0 < v <= 1,
     "a port, 1 to 65535": lambda v: 1 <= v <= 65_535,
     '"tables" or "reference"': lambda v: v in SHAP_ENGINES,
+    '"key" or "open"': lambda v: v in METRICS_ACCESS,
 }
 
 
@@ -102,12 +104,25 @@ class ServingConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    max_body_bytes: int = _bounded(262_144, "at least 1")
+    max_batch_body_bytes: int = _bounded(8_388_608, "at least 1")
+    max_errors_listed: int = _bounded(50, "at least 1")
+    metrics_access: str = _bounded("key", '"key" or "open"')
+    secure_cookies: bool = False
+    login_failures_per_user: int = _bounded(5, "at least 1")
+    login_failures_per_address: int = _bounded(20, "at least 1")
+    login_lockout_minutes: float = _bounded(15.0, "above 0")
+
+
+@dataclass(frozen=True)
 class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     targets: DecisionTargets = field(default_factory=DecisionTargets)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     deadlines: Deadlines = field(default_factory=Deadlines)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     home: Path = field(default_factory=Path.cwd)
 
     @property

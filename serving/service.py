@@ -234,9 +234,11 @@ class RequireCredentials:
         else:
             auth = headers.get(b"authorization", b"").decode("latin-1")
             key = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get(b"x-api-key", b"").decode("latin-1")
-            if not key or len(key) > 200 or access.key_owner(engine, key) is None:
+            owner = access.key_owner(engine, key) if key and len(key) <= 200 else None
+            if owner is None:
                 await _UNAUTHORISED(scope, receive, send)
                 return
+            scope.setdefault("state", {})["api_key"] = owner  # who wrote what: outcomes keep it
         await self.app(scope, receive, send)
 
 
