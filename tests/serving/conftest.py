@@ -98,3 +98,54 @@ def wait_until_ready():
         server.terminate()
         pytest.fail(f"not ready after {seconds:.0f} s:\n{log.read_text()[-4000:]}")
     return wait
+
+
+SERVICE_TRAINING_CLAIMS = 7_000
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory, free_port, wait_until_ready):
+    """One BentoML server on a registered champion (7,000 generated claims) and its own SQLite store,
+    shared by every module that talks to it over HTTP. Holds an API key ("tests") and an adjuster
+    login (ann / correct horse battery)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from models.config import load_config
+    from models.pyfunc import load_bundle
+    from serving.store import ClaimStore
+    from training.generate import generate_claims
+    from training.train import run_training
+
+    root = Path(__file__).resolve().parents[2]
+    home = tmp_path_factory.mktemp("service")
+    env = {"CLAIMTRIAGE_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+           "CLAIMTRIAGE_DATABASE_URL": f"sqlite:///{home / 'claims.db'}", "BENTOML_DO_NOT_TRACK": "true",
+           "BENTOML_HOME": str(home / "bentoml")}
+    claims = generate_claims(SERVICE_TRAINING_CLAIMS + 400, seed=13)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        mp.chdir(home)
+        config = load_config()
+        run_training(claims.head(SERVICE_TRAINING_CLAIMS), config, source="fixture")
+        bundle = load_bundle("models:/claim-triage@champion")
+    credentials = ClaimStore(env["CLAIMTRIAGE_DATABASE_URL"])
+    key = credentials.access.create_key(credentials.engine, "tests")
+    credentials.access.add_adjuster(credentials.engine, "ann", "correct horse battery")
+    port = free_port()
+    log = open(home / "server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", "serving.service:ClaimTriage", "--host", "127.0.0.1",
+         "--port", str(port), "--working-dir", str(root)],
+        cwd=home, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    wait_until_ready(server, base, home / "server.log", seconds=120)
+    typed = claims.sort_values("report_date", kind="stable").reset_index(drop=True)
+    yield {"base": base, "bundle": bundle, "claims": typed, "store_url": env["CLAIMTRIAGE_DATABASE_URL"],
+           "new": typed.iloc[SERVICE_TRAINING_CLAIMS:], "key": key, "auth": {"Authorization": f"Bearer {key}"},
+           "log": home / "server.log", "home": home, "server": server}
+    server.terminate()
+    server.wait(timeout=30)

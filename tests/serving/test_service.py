@@ -11,67 +11,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import pytest
 
-from models.config import load_config
 from models.policy import AUTO_APPROVE, OUTCOMES
-from models.pyfunc import load_bundle, wire_format
 from serving import pages
 from serving.store import ClaimStore
-from training.generate import generate_claims
-from training.train import run_training
+
+from tests.serving.client import as_json as _as_json, get, post
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-TRAINING_CLAIMS = 7_000
-
-
-def _as_json(frame: pd.DataFrame, bundle) -> list[dict]:
-    wire = wire_format(frame, bundle)
-    records = wire.astype(object).where(wire.notna(), None).to_dict(orient="records")
-    return [{k: v for k, v in r.items() if v is not None} for r in records]
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory, free_port, wait_until_ready):
-    home = tmp_path_factory.mktemp("service")
-    env = {"CLAIMTRIAGE_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-           "CLAIMTRIAGE_DATABASE_URL": f"sqlite:///{home / 'claims.db'}", "BENTOML_DO_NOT_TRACK": "true",
-           "BENTOML_HOME": str(home / "bentoml")}
-    claims = generate_claims(TRAINING_CLAIMS + 400, seed=13)
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        mp.chdir(home)
-        config = load_config()
-        run_training(claims.head(TRAINING_CLAIMS), config, source="fixture")
-        bundle = load_bundle("models:/claim-triage@champion")
-    credentials = ClaimStore(env["CLAIMTRIAGE_DATABASE_URL"])
-    key = credentials.access.create_key(credentials.engine, "tests")
-    credentials.access.add_adjuster(credentials.engine, "ann", "correct horse battery")
-    port = free_port()
-    log = open(home / "server.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "serving.service:ClaimTriage", "--host", "127.0.0.1",
-         "--port", str(port), "--working-dir", str(ROOT)],
-        cwd=home, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    wait_until_ready(server, base, home / "server.log", seconds=120)
-    typed = claims.sort_values("report_date", kind="stable").reset_index(drop=True)
-    yield {"base": base, "bundle": bundle, "claims": typed, "store_url": env["CLAIMTRIAGE_DATABASE_URL"],
-           "new": typed.iloc[TRAINING_CLAIMS:], "key": key, "auth": {"Authorization": f"Bearer {key}"},
-           "log": home / "server.log"}
-    server.terminate()
-    server.wait(timeout=30)
-
-
-def post(service, path: str, body, **kwargs) -> httpx.Response:
-    return httpx.post(service["base"] + path, json=body, timeout=30, headers=service["auth"], **kwargs)
-
-
-def get(service, path: str, **kwargs) -> httpx.Response:
-    return httpx.get(service["base"] + path, timeout=30, headers=service["auth"], **kwargs)
 
 
 def test_a_valid_claim_gets_a_decision_with_reasons_and_deadlines(service):
