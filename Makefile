@@ -40,10 +40,15 @@ train: $(DATA) | $(VENV)/.synced
 # The review page is tested in a real browser: Debian's chromium (Playwright cannot fetch its own here).
 CHROMIUM := .tools/.chromium
 
+# The stamp is written only once chromium is really there, so a failed install (no root, no
+# network) is tried again on the next `make test` instead of being remembered as done.
 $(CHROMIUM): | $(UV)
-	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
-		|| echo "warning: could not install Debian's chromium (needs root); the browser test will be skipped"
-	@touch $@
+	@if command -v chromium >/dev/null \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; then \
+		touch $@; \
+	else \
+		echo "warning: could not install Debian's chromium (needs root); the browser test will be skipped"; \
+	fi
 
 test: $(VENV)/.synced $(CHROMIUM)
 	$(BIN)/python -m pytest

@@ -1,4 +1,11 @@
-"""Shared fixtures: small generated claims and an isolated MLflow home per test."""
+"""Shared fixtures: small generated claims and an isolated MLflow home per test.
+
+PostgreSQL: the claim-store tests run on SQLite and, where a server answers on 127.0.0.1:5432 (or at
+CLAIMTRIAGE_TEST_POSTGRES_URL, an SQLAlchemy URL of a database to create test databases from), on
+PostgreSQL too. Where none answers, those tests are skipped and the summary ends with a banner
+counting them; with CLAIMTRIAGE_REQUIRE_POSTGRES=1 they fail instead (for CI, where a run without
+PostgreSQL must not pass for one with it).
+"""
 
 from __future__ import annotations
 
@@ -58,3 +65,38 @@ def fitted_run(typed_claims):
     config = Config()
     split = split_claims(typed_claims, 0.15, 0.15, 0)
     return fit_bundle(typed_claims, split, config)
+
+
+# Set by tests/serving/conftest.py on each test that needed PostgreSQL and did without.
+WITHOUT_POSTGRES = ("claimtriage", "without PostgreSQL")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """A banner no one scrolls past, after the short summary: how many tests needed PostgreSQL and
+    did not get it. A skip is otherwise one letter among hundreds, and a green run would pass for
+    one that tested the PostgreSQL store."""
+    result = yield
+    stats = terminalreporter.stats
+    skipped = _without_postgres(stats.get("skipped", []))
+    failed = _without_postgres(stats.get("error", []) + stats.get("failed", []))
+    if skipped or failed:
+        count, word = (len(failed), "failed") if failed else (len(skipped), "skipped")
+        reason = next(iter(failed.values() if failed else skipped.values()))
+        terminalreporter.write_sep("!", f"{count} test{'s' if count > 1 else ''} {word} for lack of PostgreSQL",
+                                   red=True, bold=True)
+        terminalreporter.write_line(f"  {reason}")
+        terminalreporter.write_line("  The claim store, ledger and credentials were NOT tested on PostgreSQL: start a "
+                                    "server (trust auth, database 'test') or name one in CLAIMTRIAGE_TEST_POSTGRES_URL;")
+        terminalreporter.write_line("  CLAIMTRIAGE_REQUIRE_POSTGRES=1 makes its absence a failure.")
+    return result
+
+
+def _without_postgres(reports) -> dict[str, str]:
+    """Node id -> reason, for the reports of tests marked as having done without PostgreSQL."""
+    out = {}
+    for report in reports:
+        if WITHOUT_POSTGRES in getattr(report, "user_properties", ()):
+            text = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longreprtext.strip()
+            out[report.nodeid] = text.removeprefix("Skipped: ").splitlines()[-1]
+    return out

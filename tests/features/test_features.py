@@ -332,3 +332,26 @@ def test_code_rates_are_scikit_learns_target_encoding_in_and_out_of_fold(coded_c
     assert encoding.values == pytest.approx(dict(zip(reference.categories_[0], reference.encodings_[0])), rel=1e-12)
     j = builder.feature_names_.index("dealer_code")
     np.testing.assert_allclose(builder.out_of_fold(claims, builder.transform(claims))[:, j], expected, rtol=1e-12)
+
+
+def test_the_report_hour_is_the_same_on_every_path_for_claims_reported_exactly_on_the_hour(small):
+    # Generated report times are never exactly on the hour, and the hand-checked claims go through
+    # the frame only; yet read as a float day, 10:00 can come out as 9.999 h and floor to 9. Each
+    # hour of a year of days, a second before each hour (xx:59:59.9: fractions are dropped) and
+    # midnight: the one-claim path, the record batch and the frame must all give the clock's hour.
+    builder = FeatureBuilder().fit(small)
+    days = pd.date_range("2024-01-01", "2024-12-31", freq="D")
+    times = [day + pd.Timedelta(hours=h) for day in days for h in range(24)]
+    times += [day + pd.Timedelta(hours=h, minutes=59, seconds=59, milliseconds=900) for day in days[:40]
+              for h in range(24)]
+    claims = frame([row(f"c{i}", "x", "2024-01-01", "2024-01-01") for i in range(len(times))])
+    claims["report_date"] = pd.Series(times).astype("datetime64[s]")
+    expected = np.array([t.hour for t in times], dtype=np.float64)
+    column = builder.feature_names_.index("report_hour")
+    history = {s.name: np.zeros(len(claims)) for s in builder.specs_ if s.source == "history"}
+    records = [dict(r, report_date=t.to_pydatetime()) for r, t in zip(_python_values(claims), times)]
+    assert records[-1]["report_date"].microsecond == 900_000  # the one-claim path is handed the fraction
+    np.testing.assert_array_equal(builder.transform(claims, history_values=history)[:, column], expected)
+    np.testing.assert_array_equal(builder.transform_records(records, history)[:, column], expected)
+    one_by_one = [builder.transform_record(r, {n: 0.0 for n in history})[0, column] for r in records]
+    np.testing.assert_array_equal(np.array(one_by_one), expected)

@@ -1,10 +1,16 @@
-"""Claim-store backends: SQLite always, PostgreSQL where one is reachable (a fresh database per run)."""
+"""Claim-store backends: SQLite always, PostgreSQL where one is reachable (a fresh database per run).
 
+CLAIMTRIAGE_TEST_POSTGRES_URL names another server (or, to see the suite without one, an unreachable
+address); CLAIMTRIAGE_REQUIRE_POSTGRES=1 makes its absence a failure (see tests/conftest.py)."""
+
+import os
 import uuid
 
 import pytest
 
-POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+POSTGRES_ADMIN = os.environ.get("CLAIMTRIAGE_TEST_POSTGRES_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+# Marks each test that needed PostgreSQL and did without, for the summary's banner (tests/conftest.py).
+WITHOUT_POSTGRES = ("claimtriage", "without PostgreSQL")
 
 
 def _postgres_url():
@@ -36,7 +42,7 @@ def postgres_database():
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request, tmp_path, postgres_database):
-    return _empty_store_url(request.param, tmp_path, postgres_database)
+    return _empty_store_url(request.param, tmp_path, postgres_database, request)
 
 
 @pytest.fixture(params=["sqlite", "sqlite, history in SQL", "postgresql"])
@@ -45,15 +51,15 @@ def history_store(request, tmp_path, postgres_database):
     on SQLite, and in the database on PostgreSQL."""
     from serving.store import ClaimStore
 
-    url = _empty_store_url(request.param.split(",")[0], tmp_path, postgres_database)
+    url = _empty_store_url(request.param.split(",")[0], tmp_path, postgres_database, request)
     return ClaimStore(url, history_in_memory=False if "SQL" in request.param else None)
 
 
-def _empty_store_url(kind: str, tmp_path, postgres_database) -> str:
+def _empty_store_url(kind: str, tmp_path, postgres_database, request) -> str:
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'claims.db'}"
     if postgres_database is None:
-        pytest.skip("no PostgreSQL server reachable on 127.0.0.1:5432")
+        _without_postgres(request)
     import sqlalchemy as sa
 
     engine = sa.create_engine(postgres_database)
@@ -62,6 +68,19 @@ def _empty_store_url(kind: str, tmp_path, postgres_database) -> str:
     existing.drop_all(engine)  # each test starts from an empty database
     engine.dispose()
     return postgres_database
+
+
+def _without_postgres(request) -> None:
+    """Skip a test that needs PostgreSQL where none answers, or fail it if PostgreSQL is required:
+    a run that quietly left the PostgreSQL store untested must not pass for one that tested it."""
+    from sqlalchemy.engine import make_url
+
+    where = make_url(POSTGRES_ADMIN)
+    reason = f"no PostgreSQL server reachable on {where.host}:{where.port or 5432}"
+    request.node.user_properties.append(WITHOUT_POSTGRES)
+    if os.environ.get("CLAIMTRIAGE_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"{reason}, and CLAIMTRIAGE_REQUIRE_POSTGRES=1 requires one", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -198,3 +198,36 @@ def test_a_claim_waits_for_another_writer_longer_than_the_drivers_five_seconds(s
     assert "decision" in answer and time.monotonic() - started >= 5.5
     assert [d["decision"] for d in fast.store.decisions_for("WAITS-0")] == [answer["decision"]]
     other.close()
+
+
+def test_every_error_names_its_claim_and_quotes_the_value_sent(scorers, fitted_run, typed_claims):
+    # The 422 of /score (claims scored one by one, `score_each`) and a batch's error entries must
+    # say which claim and what it sent: a claims system sending a thousand claims cannot fix a
+    # reason without its value, nor find the claim without its id.
+    fast, _ = scorers
+    good, bad, worse = _new_claims(fitted_run.bundle, typed_claims, "ERRORS", 3, seed=37)
+    bad.update(claim_amount=-5.0)
+    worse.update(line_of_business="marine", witnesses=2.5, report_date="yesterday", colour="red")
+    del worse["policy_id"]
+    nameless = dict(bad, claim_amount="12x")
+    del nameless["claim_id"]
+    expected_bad = {"claim_id": "ERRORS-1", "errors": [
+        {"field": "claim_amount", "value": "-5.0", "reason": "must be greater than 0"}]}
+    expected_worse = {"claim_id": "ERRORS-2", "errors": [
+        {"field": "policy_id", "value": None, "reason": "is required but missing"},
+        {"field": "line_of_business", "value": '"marine"', "reason": "must be one of auto, property"},
+        {"field": "report_date", "value": '"yesterday"',
+         "reason": "must be an ISO 8601 date-time, e.g. 2025-03-01T14:30:00Z"},
+        {"field": "witnesses", "value": "2.5", "reason": "must be a whole number"},
+        {"field": "colour", "value": None, "reason": "is not a field of the claim record"}]}
+    expected_nameless = {"claim_id": None, "errors": [
+        {"field": "claim_id", "value": None, "reason": "is required but missing"},
+        {"field": "claim_amount", "value": '"12x"', "reason": "must be a number"}]}
+
+    batch = fast.score([good, bad, worse, nameless], explain=False, now=NOW).results
+    assert "decision" in batch[0]
+    assert batch[1:] == [expected_bad, expected_worse, expected_nameless]
+    one_by_one = fast.score_each([copy.deepcopy(bad)], now=NOW) + fast.score_each([copy.deepcopy(worse)], now=NOW)
+    assert one_by_one == [expected_bad, expected_worse]
+    for result in batch[1:] + one_by_one:
+        _conforms(result)

@@ -12,10 +12,9 @@ from training.generate import generate_claims
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def evaluated():
+def _test_period_metrics(n_claims: int, seed: int) -> dict[str, float]:
     config = load_config()
-    claims = validate_claims(generate_claims(60_000, seed=21), require_labels=True).claims
+    claims = validate_claims(generate_claims(n_claims, seed=seed), require_labels=True).claims
     claims = claims.sort_values("report_date", kind="stable").reset_index(drop=True)
     cfg = config.training
     split = split_claims(claims, cfg.validation_share, cfg.test_share, cfg.seed)
@@ -24,6 +23,17 @@ def evaluated():
     metrics, _ = period_metrics(fitted.bundle, claims.loc[test], fitted.matrix[test], fitted.is_fraud[test],
                                 fitted.payable[test])
     return metrics
+
+
+@pytest.fixture(scope="module")
+def evaluated():
+    return _test_period_metrics(60_000, seed=21)
+
+
+@pytest.fixture(scope="module")
+def main_job_evaluated():
+    """The main job's claims (200,000, seed 0): enough validation claims for the policy to approve some."""
+    return _test_period_metrics(200_000, seed=0)
 
 
 def test_fraud_model_reaches_95_percent_of_the_oracle_auc(evaluated):
@@ -39,8 +49,10 @@ def test_calibrated_fraud_probabilities_are_no_worse_than_a_constant(evaluated):
     assert evaluated["test_fraud_brier"] < base * (1 - base)
 
 
-def test_auto_approval_is_precise_whenever_it_happens(evaluated):
-    # On 60,000 claims the policy may rightly refuse to auto-approve at all (too little evidence);
-    # the main job's 200,000 claims approve about 7% at 99% precision.
-    if evaluated["test_auto_approve_rate"] > 0:
-        assert evaluated["test_auto_approve_precision"] >= 0.98
+def test_auto_approval_happens_and_holds_its_precision_on_newer_claims(main_job_evaluated):
+    # A precision bar met by approving nothing proves nothing, so these claims must approve some. On
+    # 60,000 claims the policy rightly approves none (no threshold is 99% precise with confidence on
+    # 9,000 validation claims); the main job's 200,000 approve about a tenth, 99% of them payable.
+    metrics = main_job_evaluated
+    assert metrics["test_auto_approve_rate"] >= 0.02, metrics
+    assert metrics["test_auto_approve_precision"] >= 0.98, metrics
