@@ -1,4 +1,5 @@
-"""A tamper-evident ledger: every decision and every recorded outcome, chained by hashes.
+"""A tamper-evident ledger: every decision, every recorded outcome and every change of a review case,
+chained by hashes.
 
 Each entry is appended to the table "ledger" in the same database and in the same transaction as
 the row it covers. An entry holds the SHA-256 of the covered row's canonical JSON
@@ -8,7 +9,9 @@ prev_hash}. The first entry's prev_hash is 64 zeros.
 
 `Ledger.verify` walks the chain in order and cross-checks the covered rows, naming the first
 entry altered, inserted or removed, and every covered row that no longer matches its entry, is
-gone, or was never entered.
+gone, or was never entered. A row written once (a decision, an outcome) has one entry; a row that
+changes (a case: opened, taken, resolved) gets an entry per change, and only the newest must
+match the row: the older ones are its history (`Covered(..., versioned=True)`).
 
 What a chain kept in the same database can and cannot show: anyone who can write to the
 database and has read this module can rewrite the whole chain from the point of a change on,
@@ -36,13 +39,27 @@ from serving.bulk import insert_with_sqlalchemy
 from serving.clock import utc_now
 
 GENESIS = "0" * 64
-KINDS = ("decision", "outcome")
+KINDS = ("decision", "outcome", "case")
 CHUNK = 10_000            # ledger rows read per query while walking the chain
 LOOKUP_CHUNK = 2_000      # covered rows looked up in the ledger per query
 MAX_PROBLEMS = 100        # problems kept (in order) in a report; all are counted
 
 # What verify reads of each kind: every covered row as (ref as text, content as stored).
 CoveredRows = Callable[[sa.Connection], Iterable[tuple[str, Mapping[str, Any]]]]
+# Of the refs of rows without any entry, those written before their kind was entered (not problems).
+Predating = Callable[[sa.Connection, list[str]], set[str]]
+
+
+@dataclass(frozen=True)
+class Covered:
+    """How verify checks one kind: its rows; whether a row has one entry ("once", e.g. a decision)
+    or one per change, the newest matching the row ("versioned", e.g. a case); and, for a kind
+    entered only since some release, which rows without an entry predate that (counted, not
+    reported as problems)."""
+
+    rows: CoveredRows
+    versioned: bool = False
+    predating: Predating | None = None
 
 
 # --- canonical JSON ---------------------------------------------------------------------------
@@ -162,7 +179,7 @@ def _key(k) -> str:
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One covered row: its kind ("decision" | "outcome"), its id as text, its claim and its
+    """One covered row: its kind ("decision" | "outcome" | "case"), its id as text, its claim and its
     content as stored (best taken from INSERT ... RETURNING, so what is hashed is what was kept)."""
 
     kind: str
@@ -186,6 +203,17 @@ class LedgerReport:
     rows_checked: dict[str, int] = field(default_factory=dict)   # covered rows read, per kind
     unchecked: dict[str, int] = field(default_factory=dict)      # entries of kinds not cross-checked
     head: tuple[int, str] | None = None                           # (seq, hash) of the last entry
+    # Rows, per kind, written before their kind was entered in the ledger: not covered, not problems.
+    predating: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)                # one line each, after the counts
+
+    def add_problems(self, problems: Iterable[str], n_problems: int | None = None) -> None:
+        """Problems a caller found beside the chain (e.g. rows the ledger covers only indirectly)."""
+        problems = list(problems)
+        n = len(problems) if n_problems is None else n_problems
+        self.problems += problems[: max(MAX_PROBLEMS - len(self.problems), 0)]
+        self.n_problems += n
+        self.ok = self.ok and n == 0
 
     def summary(self) -> str:
         rows = ", ".join(f"{n} {kind}s" for kind, n in sorted(self.rows_checked.items())) or "no covered rows"
@@ -194,23 +222,37 @@ class LedgerReport:
         if self.unchecked:
             lines.append("not cross-checked (no rows given): "
                          + ", ".join(f"{n} {kind} entries" for kind, n in sorted(self.unchecked.items())))
+        if any(self.predating.values()):
+            lines.append("not covered (written before the ledger entered their kind): "
+                         + ", ".join(f"{n} {kind}s" for kind, n in sorted(self.predating.items()) if n))
+        lines += self.notes
         lines += [f"  - {p}" for p in self.problems]
         if self.n_problems > len(self.problems):
             lines.append(f"  ... and {self.n_problems - len(self.problems)} more")
         return "\n".join(lines)
 
 
-def table_rows(source: sa.Table | sa.Select, ref: str = "id", chunk: int = 5_000) -> CoveredRows:
+def table_rows(source: sa.Table | sa.Select, ref: str = "id", chunk: int = 5_000,
+               added: Iterable[str] = ()) -> CoveredRows:
     """What verify needs of one kind: every row of a table (or a select) as (ref as text, all columns),
-    streamed `chunk` rows at a time. Its columns must be those the entries' content was taken from."""
+    streamed `chunk` rows at a time. Its columns must be those the entries' content was taken from.
+
+    `added`: columns added to the table after rows were entered, left out of a row's content where
+    NULL, as the rows entered before they existed were hashed without them (rows written since
+    always fill them, so emptying one is still seen as an alteration)."""
     query = source if isinstance(source, sa.Select) else sa.select(source)
+    added = tuple(added)
 
     def rows(conn: sa.Connection):
         result = conn.execute(query.execution_options(yield_per=chunk))
         keys = [str.__str__(k) for k in result.keys()]  # plain text, not SQLAlchemy's quoted names
         at = keys.index(ref)
         for row in result:
-            yield str(row[at]), dict(zip(keys, row))
+            content = dict(zip(keys, row))
+            for name in added:
+                if content.get(name, 0) is None:
+                    del content[name]
+            yield str(row[at]), content
 
     return rows
 
@@ -321,31 +363,33 @@ class Ledger:
 
     # -- verifying
 
-    def verify(self, conn: sa.Connection, covered: Mapping[str, CoveredRows],
+    def verify(self, conn: sa.Connection, covered: Mapping[str, CoveredRows | Covered],
                anchors: Iterable[tuple[int, str]] = (), max_problems: int = MAX_PROBLEMS) -> LedgerReport:
         """Walk the chain, then cross-check the covered rows of each kind in `covered`.
 
         `covered` maps a kind to a callable giving, on `conn`, every row of that kind as
-        (ref as text, content as stored), e.g. {"decision": table_rows(decisions)}. Entries of
-        kinds left out are chained but not cross-checked (the report says so). `anchors` are
+        (ref as text, content as stored), e.g. {"decision": table_rows(decisions)}, each row with
+        exactly one entry; or to a `Covered` saying more (rows with an entry per change). Entries
+        of kinds left out are chained but not cross-checked (the report says so). `anchors` are
         (seq, hash) pairs taken earlier with `head` and kept outside the database.
 
         Streams: the chain in CHUNK-row pages, the rows as the callables yield them; memory is
         two bytes per entry. Entries appended while it runs, beyond the chain's end when the walk
         finished, are left for the next run.
         """
+        covered = {kind: c if isinstance(c, Covered) else Covered(c) for kind, c in covered.items()}
         problems = _Problems(max_problems)
         kind_codes = {kind: i + 1 for i, kind in enumerate(sorted(set(covered) | set(KINDS)))}
         walk = self._walk(conn, problems, dict(anchors), kind_codes)
-        rows_checked = {}
+        rows_checked, predating = {}, {}
         seen = _SeqBytes(min(walk.last_seq + 1, 2 * walk.n_entries + CHUNK))
-        for kind, rows in covered.items():
-            rows_checked[kind] = self._cross_check(conn, kind, rows, walk, seen, problems)
+        for kind, how in covered.items():
+            rows_checked[kind], predating[kind] = self._cross_check(conn, kind, how, walk, seen, problems)
         self._entries_without_rows(conn, set(covered), kind_codes, walk, seen, problems)
         unchecked = {kind: n for kind, n in walk.per_kind.items() if kind not in covered}
         return LedgerReport(ok=problems.count == 0, n_entries=walk.n_entries, problems=problems.first(),
                             n_problems=problems.count, rows_checked=rows_checked, unchecked=unchecked,
-                            head=walk.head)
+                            head=walk.head, predating={k: n for k, n in predating.items() if n})
 
     def _walk(self, conn, problems: _Problems, anchors: dict[int, str], kind_codes: dict[str, int]) -> "_Walk":
         t = self.table
@@ -418,39 +462,51 @@ class Ledger:
         walk.last_seq = max(last, 0)
         return walk
 
-    def _cross_check(self, conn, kind: str, rows: CoveredRows, walk: "_Walk", seen: "_SeqBytes",
-                     problems: _Problems) -> int:
+    def _cross_check(self, conn, kind: str, covered: Covered, walk: "_Walk", seen: "_SeqBytes",
+                     problems: _Problems) -> tuple[int, int]:
+        """(rows read, rows without an entry that predate their kind being entered)."""
         t = self.table
-        query = (sa.select(t.c.seq, t.c.ref, t.c.claim_id, t.c.content_digest)
-                 .where(t.c.kind == kind, _among(conn, t.c.ref, "refs"), t.c.seq <= walk.last_seq))
-        n = 0
+        where = [t.c.kind == kind, _among(conn, t.c.ref, "refs")]
+        if not covered.versioned:
+            where.append(t.c.seq <= walk.last_seq)
+        # else: a row that changed while verify ran has its newest entry (appended with the change)
+        # beyond the walked chain's end; it is compared with that one, and chained next time.
+        query = sa.select(t.c.seq, t.c.ref, t.c.claim_id, t.c.content_digest).where(*where)
+        n, n_predating = 0, 0
         batch: list[tuple[str, str, Any]] = []
 
         def check(batch):
+            nonlocal n_predating
             found: dict[str, list] = {}
             for e in conn.execute(query, {"refs": list({ref for ref, _, _ in batch})}):
                 found.setdefault(e.ref, []).append(e)
+            unentered = [ref for ref, _, _ in batch if ref not in found]
+            excused = covered.predating(conn, unentered) if unentered and covered.predating else set()
+            n_predating += len(excused)
             for ref, row_digest, claim in batch:
                 entries = sorted(found.get(ref, ()), key=lambda e: e.seq)
                 if not entries:
-                    problems.add((_END, kind, len(ref), ref),
-                                 f"{kind} {ref} (claim {claim}) has no ledger entry: written behind the "
-                                 f"ledger's back")
+                    if ref not in excused:
+                        problems.add((_END, kind, len(ref), ref),
+                                     f"{kind} {ref} (claim {claim}) has no ledger entry: written behind the "
+                                     f"ledger's back")
                     continue
                 for e in entries:
                     seen[e.seq] = 1
+                # A versioned row's older entries are its history: only the newest must match it.
+                for e in entries[-1:] if covered.versioned else entries:
                     if e.content_digest != row_digest:
                         what = ("does not match its ledger entry, which was itself altered"
                                 if e.seq in walk.broken else "was altered after it was recorded")
                         problems.add((e.seq, 4), f"entry {e.seq} ({kind} {ref}, claim {e.claim_id}): "
                                                  f"the {kind} {what}")
-                if len(entries) > 1:
+                if len(entries) > 1 and not covered.versioned:
                     problems.add((entries[1].seq, 5),
                                  f"{kind} {ref} (claim {claim}) has {len(entries)} ledger entries "
                                  f"({', '.join(str(e.seq) for e in entries)}): entered twice, or deleted and "
                                  f"its id reused")
 
-        for ref, content in rows(conn):
+        for ref, content in covered.rows(conn):
             n += 1
             ref = str(ref)
             batch.append((ref, digest(content), content.get("claim_id")))
@@ -459,7 +515,7 @@ class Ledger:
                 batch = []
         if batch:
             check(batch)
-        return n
+        return n, n_predating
 
     def _entries_without_rows(self, conn, kinds: set[str], kind_codes: dict[str, int], walk: "_Walk",
                               seen: "_SeqBytes", problems: _Problems) -> None:

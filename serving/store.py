@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from datetime import datetime
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ from serving.bulk import BulkInsert, key_chunks
 from serving.clock import utc_now
 from serving.history_index import INDEXED_FIELDS, RING_FIELDS, HistoryIndex
 from serving.history_sql import ENTITY_INDEX_NAMES, SqlHistory, history_indexes
-from serving.ledger import Ledger, LedgerEntry, LedgerReport, table_rows
+from serving.ledger import MAX_PROBLEMS, Covered, Ledger, LedgerEntry, LedgerReport, digest, table_rows
 from serving.review import OUTCOME_LABELS, Review, cases_table, outcomes_table
 
 _SQL_TYPES = {"string": sa.String(128), "date": sa.DateTime(), "datetime": sa.DateTime(), "number": sa.Float(),
@@ -71,6 +71,9 @@ def _decisions_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("anomaly_score", sa.Float(), nullable=False),
         sa.Column("response", sa.Text(), nullable=False),
         sa.Column("scored_at", sa.DateTime(), nullable=False, index=True),
+        # `claim_digest` of the claim row this decision's transaction stored: with the decision's
+        # ledger entry, it covers the claim too. Empty in decisions made before it was kept.
+        sa.Column("claim_digest", sa.String(64), nullable=True),
     )
 
 
@@ -122,6 +125,10 @@ class ClaimStore:
         gets the claims table's `seq` and the indexes it lacks (once; minutes for millions of
         claims), and loses those it no longer needs."""
         inspector = sa.inspect(self.engine)
+        if "claim_digest" not in {column["name"] for column in inspector.get_columns(self.decisions.name)}:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("ALTER TABLE decisions ADD COLUMN claim_digest VARCHAR(64)")
+        self.review.upgrade(self.engine)
         self._relax_required_columns(inspector)
         inspector = sa.inspect(self.engine)
         if "seq" not in {column["name"] for column in inspector.get_columns(self.claims.name)}:
@@ -297,24 +304,97 @@ class ClaimStore:
                 "outcome": None if outcome is None else dict(outcome._mapping),
                 "ring": ring}
 
-    def respond(self, claim_id: str, by: str) -> dict:
+    def respond(self, claim_id: str, by: str, *, via: str) -> dict:
+        """`by` takes the claim's case (the first response), sent by the authenticated identity `via`
+        ("api key NAME", "review page USER"); the case, entered in the ledger. Once: a case already
+        taken or resolved, by this request's rivals too, is a 409 `ReviewError` naming who and when."""
+        now = utc_now()
         with self.engine.begin() as conn:
-            return self.review.respond(conn, claim_id, by, utc_now())
+            case = self.review.respond(conn, claim_id, by, via, now)
+            self.ledger.append(conn, [LedgerEntry.of("case", case)])
+            return self.review.case(conn, claim_id, now)
 
-    def record_outcome(self, claim_id: str, outcome: str, note: str | None, by: str) -> dict:
-        """Record an outcome (resolving the claim's case) atomically; errors are `ReviewError`s."""
+    def record_outcome(self, claim_id: str, outcome: str, note: str | None, by: str, *, via: str) -> dict:
+        """Record an outcome, resolving the claim's case, atomically, with both ledger entries; `via`
+        is the authenticated identity that sent it. Errors are `ReviewError`s: a second outcome
+        for a claim, however close behind the first, is a 409."""
         with self.engine.begin() as conn:
             known = conn.execute(sa.select(sa.func.count()).select_from(self.decisions)
                                  .where(self.decisions.c.claim_id == claim_id)).scalar_one() > 0
-            row = self.review.record_outcome(conn, claim_id, outcome, note, by, utc_now(), known)
-            self.ledger.append(conn, [LedgerEntry.of("outcome", row)])
+            row, case = self.review.record_outcome(conn, claim_id, outcome, note, by, via, utc_now(), known)
+            self.ledger.append(conn, [LedgerEntry.of("outcome", row)] + ([LedgerEntry.of("case", case)] if case else []))
             return row
 
     def verify_ledger(self, anchors: Iterable[tuple[int, str]] = ()) -> LedgerReport:
-        """Walk the decision ledger and check every decision and outcome against it."""
+        """Walk the ledger and check against it every decision and outcome, every case (as its
+        newest entry has it), and every scored claim (as its newest decision's `claim_digest` has
+        it). Claims seeded from training or last scored before claim digests were kept, and cases
+        opened before cases were entered, are counted, not checked.
+
+        Also names each claim with more than one outcome. Only a store written before outcomes
+        were unique per claim can hold one (its service warns at every start). To resolve it:
+        decide with the adjusters which outcome stands, delete the others (DELETE FROM outcomes
+        WHERE id IN (...)), and start the service once, which then adds the unique index. Verify
+        reports each deleted outcome's entry as gone from then on: that is the repair's audit
+        trail; keep the ids deleted and why, with the ledger head (`claimtriage ledger head`)."""
         with self.engine.connect() as conn:
-            return self.ledger.verify(conn, {"decision": table_rows(self.decisions),
-                                             "outcome": table_rows(self.review.outcomes)}, anchors=anchors)
+            report = self.ledger.verify(conn, {
+                "decision": table_rows(self.decisions, added=("claim_digest",)),
+                "outcome": table_rows(self.review.outcomes, added=("recorded_via",)),
+                "case": Covered(table_rows(self.review.cases), versioned=True, predating=self._cases_before_entries),
+            }, anchors=anchors)
+            self._check_claims(conn, report)
+            twice = self.review.duplicate_outcomes(conn)
+        report.add_problems(f"claim {claim_id} has {len(ids)} outcomes (ids {', '.join(map(str, ids))}): one "
+                            f"outcome per claim; see ClaimStore.verify_ledger for how to resolve it"
+                            for claim_id, ids in twice.items())
+        return report
+
+    def _check_claims(self, conn: sa.Connection, report: LedgerReport) -> None:
+        """Every stored claim with a decision against its newest decision's `claim_digest` (itself
+        covered by the decision's ledger entry). Streams, as the ledger's own check does."""
+        d = self.decisions.c
+        newest = sa.select(d.claim_id, sa.func.max(d.id).label("id")).group_by(d.claim_id).subquery()
+        query = (sa.select(newest.c.id.label("decision_id"), newest.c.claim_id.label("scored_claim"), d.claim_digest,
+                           *self.claims.c)
+                 .select_from(newest.join(self.decisions, d.id == newest.c.id)
+                              .outerjoin(self.claims, self.claims.c.claim_id == newest.c.claim_id)))
+        problems, n_gone, n_altered, checked = [], 0, 0, 0
+        for row in conn.execute(query.execution_options(yield_per=5_000)):
+            if row.claim_digest is None:
+                continue  # scored before claim digests were kept
+            if row.claim_id is None:
+                n_gone += 1
+                problem = f"claim {row.scored_claim} is gone: deleted after it was scored (decision {row.decision_id})"
+            elif claim_digest(row._mapping) != row.claim_digest:
+                n_altered += 1
+                problem = f"claim {row.claim_id} was altered after it was scored (decision {row.decision_id})"
+            else:
+                checked += 1
+                continue
+            if len(problems) < MAX_PROBLEMS:
+                problems.append(problem)
+        report.rows_checked["claim"] = checked + n_altered
+        report.add_problems(sorted(problems), n_gone + n_altered)
+        uncovered = self._count(conn, self.claims) - checked - n_altered
+        if uncovered:
+            report.notes.append(f"not covered: {uncovered} claims seeded from training or last scored before "
+                                "claim digests were kept")
+
+    def _count(self, conn: sa.Connection, table: sa.Table) -> int:
+        return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+    def _cases_before_entries(self, conn: sa.Connection, refs: list[str]) -> set[str]:
+        """Of cases without a ledger entry, those opened before cases were entered: their decision
+        (itself covered) was made before claim digests were kept, in the same release. A case
+        entered since can have its row changed, never its entries removed unseen."""
+        c, d = self.review.cases.c, self.decisions.c
+        found: set[str] = set()
+        for part in key_chunks([int(ref) for ref in refs]):
+            found.update(str(id_) for id_ in conn.execute(
+                sa.select(c.id).join(self.decisions, d.id == c.decision_id)
+                .where(c.id.in_(part), d.claim_digest.is_(None))).scalars())
+        return found
 
     def ledger_head(self) -> tuple[int, str] | None:
         with self.engine.connect() as conn:
@@ -403,11 +483,13 @@ class Intake:
         self.index = index
         self._holds_index = False
         self._last_seq: int | None = None
+        self._claim_rows: dict[str, dict] = {}  # claim_id -> the row `put` stored, for its decision's digest
 
     def put(self, claims: list[dict], origin: str = "scored") -> None:
         """Store validated claims (canonical Python values), replacing earlier versions of each claim_id."""
         stored_at = utc_now()
         rows = [_row(claim, origin, stored_at) for claim in claims]
+        self._claim_rows.update((row["claim_id"], row) for row in rows)
         table = self.store.claims
         first_seq = self.store._next_seq(self.conn)
         if first_seq is not None:
@@ -449,7 +531,8 @@ class Intake:
         return self.store._sql_history.count(self.conn, claims, wanted)
 
     def decide(self, claims: list[dict], responses: list[dict], model_version: str) -> None:
-        """The claims' decisions (one per claim, in order), their review cases and ledger entries."""
+        """The decisions (one per claim, in order) of claims `put` in this transaction, their review
+        cases and ledger entries: each decision's entry covers its claim too (`claim_digest`)."""
         now = utc_now()
         ids = self._decision_ids(len(claims))
         decisions = [{
@@ -459,12 +542,15 @@ class Intake:
             "approval_probability": resp["scores"].get("approval_probability"),
             "anomaly_score": resp["scores"]["anomaly_score"],
             "response": pydantic_core.to_json(resp, inf_nan_mode="null").decode(), "scored_at": now,
+            "claim_digest": claim_digest(self._claim_rows[claim["claim_id"]]),
         } for id_, claim, resp in zip(ids, claims, responses)]
         self.store._bulk(self.conn, self.store.decisions, decisions)
-        self.store.review.open_or_follow(self.conn, [{**row, "response": response}
-                                                     for row, response in zip(decisions, responses)])
-        # Last, as the ledger serialises writers until the commit: what was stored, hash-chained.
-        self.store.ledger.append(self.conn, [LedgerEntry.of("decision", row) for row in decisions])
+        cases = self.store.review.open_or_follow(self.conn, [{**row, "response": response}
+                                                             for row, response in zip(decisions, responses)])
+        # Last, as the ledger serialises writers until the commit: what was stored, hash-chained,
+        # in one append (one lock): the decisions, then each case opened or moved.
+        self.store.ledger.append(self.conn, [LedgerEntry.of("decision", row) for row in decisions]
+                                 + [LedgerEntry.of("case", case) for case in cases])
 
     def _decision_ids(self, n: int) -> list[int]:
         """Ids for `n` new decisions, increasing, given before the insert so that no row has to
@@ -519,6 +605,30 @@ def _records(claims: pd.DataFrame) -> list[dict]:
 
 _CANONICAL = tuple(f.name for f in CLAIM_FIELDS)
 _CANONICAL_SET = frozenset(_CANONICAL)
+# What a claim's digest covers: the claim as scored, its canonical fields, extras and origin. Left
+# out: stored_at and seq, the store's bookkeeping of when and in which order the row was written
+# (seq is empty on PostgreSQL, was added to older stores after their rows, and only orders the
+# history index's catching up); they say nothing about the claim, and scored_at is in the decision.
+_CLAIM_COVERED = tuple((f.name, f.kind) for f in CLAIM_FIELDS) + (("extras", "string"), ("origin", "string"))
+
+
+def claim_digest(row: Mapping[str, Any]) -> str:
+    """The digest of a claims-table row (as written, or as read back) over what it covers."""
+    return digest({name: _as_stored(row[name], kind) for name, kind in _CLAIM_COVERED})
+
+
+def _as_stored(value, kind: str):
+    """A value as its column gives it back: text for a string column (SQLite keeps a number put in
+    a text column as text), a date-time for a date, true/false for a boolean."""
+    if value is None:
+        return None
+    if kind == "string":
+        return value if type(value) is str else str(value)
+    if kind in ("date", "datetime") and not isinstance(value, datetime):
+        return datetime(value.year, value.month, value.day)
+    if kind == "boolean":
+        return bool(value)
+    return value
 
 
 def _row(record: dict, origin: str, stored_at: datetime) -> dict:

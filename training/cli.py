@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ledger = sub.add_parser("ledger", help="the tamper-evident decision ledger")
     ledger_sub = ledger.add_subparsers(dest="action", required=True)
-    verify = ledger_sub.add_parser("verify", help="walk the hash chain and check every decision and outcome against it")
+    verify = ledger_sub.add_parser("verify", help="walk the hash chain and check every decision, outcome, case and "
+                                                  "scored claim against it")
     verify.add_argument("--anchor", action="append", default=[], metavar="SEQ:HASH",
                         help="a (seq, hash) kept outside the database, from `ledger head`; repeatable")
     ledger_sub.add_parser("head", help="print the last entry's SEQ:HASH, to keep outside the database")

@@ -67,11 +67,11 @@ def decision(i: int) -> dict:
             "decision": ("STANDARD_REVIEW", "SIU_REFERRAL", "FAST_TRACK")[i % 3],
             "fraud_probability": (0.1 + 0.2) * (i % 5) / 4, "approval_probability": None if i % 7 == 0 else 1e-300 * i,
             "anomaly_score": i / 3, "response": json.dumps({"decision": i, "reasons": ["Zoë ✓ 𝄞", i / 7]}),
-            "scored_at": BASE + timedelta(seconds=i, microseconds=i)}
+            "scored_at": BASE + timedelta(seconds=i, microseconds=i), "claim_digest": f"{i:064x}"}
 
 
 def outcome(i: int) -> dict:
-    return {"claim_id": f"C-{i % 37}", "case_id": None if i % 4 else i, "outcome": ("paid_as_filed", "denied")[i % 2],
+    return {"claim_id": f"C-{i}", "case_id": None if i % 4 else i, "outcome": ("paid_as_filed", "denied")[i % 2],
             "note": None if i % 3 else f"note {i}",
             "recorded_by": "adjuster-7", "recorded_at": BASE + timedelta(days=1, microseconds=i)}
 
@@ -283,3 +283,60 @@ def test_concurrent_appenders_never_fork_the_chain(db, threads):
     t = db.ledger.table
     with db.engine.connect() as conn:
         assert conn.execute(sa.select(t.c.seq).order_by(t.c.seq)).scalars().all() == list(range(1, 50 * threads + 1))
+
+
+def test_verify_reads_every_page_of_the_chain_and_of_the_rows(filled, monkeypatch):
+    """With pages of 3 the 300 entries span 100 pages: a tampering on a late page is still found."""
+    import serving.ledger
+
+    monkeypatch.setattr(serving.ledger, "CHUNK", 3)
+    monkeypatch.setattr(serving.ledger, "LOOKUP_CHUNK", 3)
+    report = filled.verify()
+    assert report.ok and report.n_entries == 300 and report.head[0] == 300, report.summary()
+    assert report.rows_checked == {"decision": 210, "outcome": 90}
+    decision_entry = filled.entry_of("decision", 200)
+    filled.execute(filled.ledger.table.update().where(filled.ledger.table.c.seq == 250)
+                   .values(content_digest="f" * 64),
+                   "UPDATE decisions SET decision = 'AUTO_APPROVE' WHERE id = 200")
+    assert decision_entry > 250  # both on late pages
+    report = filled.verify()
+    assert report.n_problems == 3, report.summary()
+    assert report.problems[0].startswith("entry 250 (") and "the ledger entry was altered" in report.problems[0]
+    assert report.problems[2] == (f"entry {decision_entry} (decision 200, claim {filled.claim_of(filled.decisions, 200)}): "
+                                  "the decision was altered after it was recorded")
+
+
+@pytest.mark.parametrize("appenders", [6])
+def test_appenders_on_separate_connections_in_real_concurrent_transactions_never_fork(db, appenders):
+    """As replicas append: each on its own engine, all released at once round after round, each
+    transaction holding several entries. Without the append lock two would read the same chain end."""
+    rounds, per = 15, 3
+    engines = [sa.create_engine(db.engine.url) for _ in range(appenders)]
+    start = threading.Barrier(appenders)
+    errors = []
+
+    def appender(n: int):
+        for r in range(rounds):
+            try:
+                start.wait()
+                with engines[n].begin() as conn:
+                    db.record(conn, [decision(10_000 * n + 10 * r + i) for i in range(per)])
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+    workers = [threading.Thread(target=appender, args=(n,)) for n in range(appenders)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for engine in engines:
+        engine.dispose()
+    assert not errors, errors[:3]
+    n = appenders * rounds * per
+    report = db.verify()
+    assert report.ok and report.n_entries == n, report.summary()
+    t = db.ledger.table
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.seq, t.c.prev_hash, t.c.hash).order_by(t.c.seq)).all()
+    assert [r.seq for r in rows] == list(range(1, n + 1))
+    assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:]))  # one chain, no fork

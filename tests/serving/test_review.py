@@ -53,29 +53,29 @@ def test_rescoring_an_open_case_follows_the_newest_decision_and_keeps_the_clock(
 def test_respond_then_resolve_and_the_case_leaves_the_queue(store, typed_claims):
     claim_id = typed_claims["claim_id"].iloc[320]
     score(store, typed_claims.iloc[[320]], decision("STANDARD_REVIEW"))
-    taken = store.respond(claim_id, by="adjuster.ann")
+    taken = store.respond(claim_id, by="adjuster.ann", via="review page ann")
     assert taken["status"] == RESPONDED and taken["assignee"] == "adjuster.ann"
     assert taken["next_deadline"] == taken["resolve_by"]
     assert taken["respond_seconds_left"] is None and taken["resolve_seconds_left"] == taken["seconds_left"]
     with pytest.raises(ReviewError, match="already responded"):
-        store.respond(claim_id, by="adjuster.bob")
-    store.record_outcome(claim_id, "confirmed_fraud", "ring with PR-17", by="adjuster.ann")
+        store.respond(claim_id, by="adjuster.bob", via="review page bob")
+    store.record_outcome(claim_id, "confirmed_fraud", "ring with PR-17", by="adjuster.ann", via="review page ann")
     assert store.queue() == [] and store.queue(status=RESOLVED)[0]["claim_id"] == claim_id
     with pytest.raises(ReviewError, match="resolved") as second:
-        store.record_outcome(claim_id, "not_fraud", None, by="adjuster.bob")
+        store.record_outcome(claim_id, "not_fraud", None, by="adjuster.bob", via="review page bob")
     assert second.value.status == 409
 
 
 def test_impossible_outcomes_are_refused_with_the_reason(store, typed_claims):
     with pytest.raises(ReviewError, match="no claim 'nope'") as unknown:
-        store.record_outcome("nope", "denied", None, by="claims-system")
+        store.record_outcome("nope", "denied", None, by="claims-system", via="api key claims-system")
     assert unknown.value.status == 404
     score(store, typed_claims.iloc[[330]], decision("STANDARD_REVIEW"))
     with pytest.raises(ReviewError, match="outcome must be one of") as bad:
-        store.record_outcome(typed_claims["claim_id"].iloc[330], "maybe", None, by="x")
+        store.record_outcome(typed_claims["claim_id"].iloc[330], "maybe", None, by="x", via="api key x")
     assert bad.value.status == 422
     with pytest.raises(ReviewError, match="no review case"):
-        store.respond(typed_claims["claim_id"].iloc[331], by="x")
+        store.respond(typed_claims["claim_id"].iloc[331], by="x", via="api key x")
 
 
 def test_outcomes_become_training_labels_joined_to_the_stored_claims(store, typed_claims):
@@ -85,11 +85,11 @@ def test_outcomes_become_training_labels_joined_to_the_stored_claims(store, type
     score(store, picks.iloc[[2]], decision("AUTO_APPROVE"))
     score(store, picks.iloc[[3]], decision("STANDARD_REVIEW"))
     ids = picks["claim_id"].tolist()
-    store.record_outcome(ids[0], "confirmed_fraud", None, by="siu")
-    store.record_outcome(ids[1], "paid_adjusted", None, by="ann")
-    store.record_outcome(ids[2], "paid_as_filed", None, by="claims-system")  # auto-approved, no case
+    store.record_outcome(ids[0], "confirmed_fraud", None, by="siu", via="api key siu")
+    store.record_outcome(ids[1], "paid_adjusted", None, by="ann", via="review page ann")
+    store.record_outcome(ids[2], "paid_as_filed", None, by="claims-system", via="api key claims-system")  # auto-approved, no case
     with pytest.raises(ReviewError, match="already recorded"):
-        store.record_outcome(ids[2], "paid_as_filed", None, by="claims-system")
+        store.record_outcome(ids[2], "paid_as_filed", None, by="claims-system", via="api key claims-system")
     labels = store.labelled_claims().set_index("claim_id")
     assert sorted(labels.index) == sorted(ids[:3])
     assert labels.loc[ids[0], "is_fraud"] and not labels.loc[ids[0], "paid_as_filed"]

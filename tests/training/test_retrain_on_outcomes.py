@@ -25,7 +25,7 @@ def test_recorded_outcomes_export_as_labels_and_train_a_model(few_folds, tmp_pat
     # What adjusters decided is what the generator drew: fraud confirmed, paid as filed, or adjusted.
     for row in claims.itertuples():
         outcome = "confirmed_fraud" if row.is_fraud else "paid_as_filed" if row.paid_as_filed else "paid_adjusted"
-        store.record_outcome(row.claim_id, outcome, None, by="adjuster")
+        store.record_outcome(row.claim_id, outcome, None, by="adjuster", via="review page adjuster")
 
     out = tmp_path / "labels.parquet"
     assert main(["export-labels", "--out", str(out)]) == 0
