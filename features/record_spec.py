@@ -13,10 +13,11 @@ import json
 import math
 import operator
 import sys
+import unicodedata
 from datetime import datetime, timedelta
 from typing import Any, Callable, NamedTuple
 
-from features.schema import EARLIEST_DATE, LATEST_DATE, ClaimField
+from features.schema import CLAIM_FIELDS, EARLIEST_DATE, LATEST_DATE, ClaimField
 
 # --- the reasons a value fails on its own
 
@@ -32,6 +33,8 @@ NOT_BOOLEAN = "must be true or false"
 NOT_DATETIME = "must be an ISO 8601 date-time, e.g. 2025-03-01T14:30:00Z"
 NOT_DATE = "must be a date (YYYY-MM-DD) without a time of day"
 OUTSIDE_DATES = f"is outside {EARLIEST_DATE} to {LATEST_DATE}"
+BLANK = "is only spaces"
+EDGE_SPACE = "starts or ends with a space"
 # ... and the reasons a value fails against the clock or the rest of its batch.
 IN_FUTURE = "is in the future"
 DUPLICATE = "appears more than once in this batch"
@@ -39,6 +42,11 @@ DUPLICATE = "appears more than once in this batch"
 
 def too_long(max_length: int) -> str:
     return f"is longer than {max_length} characters"
+
+
+def contains_unsafe(character: str) -> str:
+    """The reason for a text holding a character that `unsafe_text` refuses, named by its code point."""
+    return f"contains a {_UNSAFE_CATEGORIES[unicodedata.category(character)]} (U+{ord(character):04X})"
 
 
 def not_one_of(choices: tuple[str, ...]) -> str:
@@ -76,6 +84,56 @@ def quote(value: Any) -> str:
     """A present value as a report shows it: text and true/false as JSON, anything else as str."""
     text = json.dumps(value) if isinstance(value, (str, bool)) else str(value)
     return text if len(text) <= MAX_VALUE_CHARS else f"{text[:MAX_VALUE_CHARS]}... ({len(text)} chars)"
+
+
+# --- what an identifier's text must keep to
+
+# Characters an identifier may not hold: it is shown on the adjusters' pages, put in links and
+# logs, and compared byte for byte. Control characters (NUL, escape...) break logs and terminals;
+# format characters (bidirectional overrides such as U+202E, zero-width joiners) make an id read
+# differently from what it is; line and paragraph separators split it across lines. Spaces
+# inside are fine ("a?b#c%d e"); at either end they make two ids look the same.
+_UNSAFE_CATEGORIES = {"Cc": "control character", "Cf": "format character", "Zl": "line separator",
+                      "Zp": "paragraph separator"}
+
+
+def unsafe_text(text: str) -> str | None:
+    """Why an identifier of a valid length cannot be used as it is, or None: the first unsafe
+    character (see `_UNSAFE_CATEGORIES`), only spaces, or a space at the start or the end."""
+    if not text.isprintable():  # a fast pass for the usual id: printable text holds none of them
+        for character in text:
+            if unicodedata.category(character) in _UNSAFE_CATEGORIES:
+                return contains_unsafe(character)
+    if text.isspace():
+        return BLANK
+    if text[:1].isspace() or text[-1:].isspace():
+        return EDGE_SPACE
+    return None
+
+
+class TextRule(NamedTuple):
+    """A check on the characters of a text field's readable values, held after their bounds:
+    `problem(text)` is the reason for a text that breaks it, or None. Every text matching the
+    regular expression `passes` (if given) keeps to it, so a column need not call `problem` on those."""
+
+    problem: Callable[[str], str | None]
+    passes: str | None = None
+
+
+# A claim id that is printable ASCII without a space at either end (nearly every one) is safe.
+TEXT_RULES: dict[str, TextRule] = {"claim_id": TextRule(unsafe_text, passes=r"[!-~](?:[ -~]*[!-~])?")}
+
+
+def claim_id_problem(text: str) -> str | None:
+    """Why `text` cannot be a claim id, or None: the claim record's whole rule for one, for callers
+    that take a claim id outside a claim (the /feedback body, the review pages)."""
+    field = next(f for f in CLAIM_FIELDS if f.name == "claim_id")
+    length = bounds(field)
+    if len(text) < length.low:
+        return length.below
+    if len(text) > length.high:
+        return length.above
+    return TEXT_RULES[field.name].problem(text)
 
 
 # --- what a readable value must keep to

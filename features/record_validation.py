@@ -128,6 +128,10 @@ def _check_string(spec: ClaimField, bounds: rules.Bounds, value):
     reasons = () if bounds.low <= n <= bounds.high else _out_of_bounds(bounds, n)
     if n and spec.choices and text not in spec.choices:
         reasons += (rules.not_one_of(spec.choices),)
+    text_rule = rules.TEXT_RULES.get(spec.name)
+    if text_rule is not None and not reasons:
+        problem = text_rule.problem(text)
+        reasons = (problem,) if problem else reasons
     return text, reasons
 
 

@@ -194,6 +194,17 @@ def _range_checks(spec: ClaimField, values: pd.Series, ok: np.ndarray) -> list[t
     if spec.kind == "string" and spec.choices:
         unlisted = ~values.isin(spec.choices).to_numpy()
         checks.append((ok & unlisted & (measures > 0), rules.not_one_of(spec.choices)))
+    text_rule = rules.TEXT_RULES.get(spec.name) if spec.kind == "string" else None
+    if text_rule is not None:  # on the texts that passed every check above, one reason per text
+        passed = ok & ~np.logical_or.reduce([mask for mask, _ in checks]) if checks else ok
+        # The rule is called only on texts it may refuse (so no Python call per ordinary id: the
+        # column's regular expression runs in Arrow).
+        suspect = passed.copy()
+        if text_rule.passes is not None:
+            suspect &= ~values.str.fullmatch(text_rule.passes).to_numpy(dtype=bool, na_value=False)
+        reasons = np.full(len(values), None, dtype=object)
+        reasons[suspect] = values[suspect].map(text_rule.problem).to_numpy(dtype=object)
+        checks.append((passed & pd.notna(reasons), reasons))
     return checks
 
 

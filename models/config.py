@@ -108,11 +108,13 @@ class SecurityConfig:
     max_body_bytes: int = _bounded(262_144, "at least 1")
     max_batch_body_bytes: int = _bounded(8_388_608, "at least 1")
     max_errors_listed: int = _bounded(50, "at least 1")
+    max_fields_per_claim: int = _bounded(500, "at least 1")
     metrics_access: str = _bounded("key", '"key" or "open"')
     secure_cookies: bool = False
     login_failures_per_user: int = _bounded(5, "at least 1")
     login_failures_per_address: int = _bounded(20, "at least 1")
     login_lockout_minutes: float = _bounded(15.0, "above 0")
+    trust_forwarded_for: bool = False
 
 
 @dataclass(frozen=True)

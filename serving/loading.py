@@ -91,7 +91,7 @@ def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[S
     store.history_index()  # built now, not on the first claim
     scorer = Scorer(bundle, str(version.version), store, config.deadlines,
                     max_batch=config.serving.max_batch_claims, max_group=config.serving.max_group_claims,
-                    shap_engine=config.serving.shap_engine)
+                    shap_engine=config.serving.shap_engine, max_errors_listed=config.security.max_errors_listed)
     run = client.get_run(version.run_id)
     info = {
         "model_uri": uri, "name": version.name, "version": str(version.version), "run_id": version.run_id,

@@ -11,6 +11,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, create_model
 
+from features.record_spec import claim_id_problem
 from features.schema import CLAIM_FIELDS
 
 # Any JSON scalar at the door: a version trained through a mapping also takes the extract's own
@@ -123,8 +124,26 @@ class Feedback(BaseModel):
     claim_id: StrictStr = Field(max_length=128)
     outcome: Literal["paid_as_filed", "paid_adjusted", "denied", "confirmed_fraud", "not_fraud"]
     note: Optional[StrictStr] = Field(default=None, max_length=4000)
-    recorded_by: StrictStr = Field(default="claims-system", min_length=1, max_length=128)
+    recorded_by: Optional[StrictStr] = Field(
+        default=None, min_length=1, max_length=128,
+        description="This API key's name, or left out (the same): outcomes are recorded under the identity "
+                    "that sent them.")
+
+    def problems(self, key_name: str) -> list[dict]:
+        """What stops this outcome being recorded for a request made with the API key `key_name`
+        (none if nothing does): a claim id no claim can have (features.record_spec), or a
+        `recorded_by` naming someone else than the key: a caller may not record in another's name."""
+        errors = []
+        problem = claim_id_problem(self.claim_id)
+        if problem:
+            errors.append({"field": "claim_id", "value": self.claim_id, "reason": problem})
+        if self.recorded_by is not None and self.recorded_by != key_name:
+            errors.append({"field": "recorded_by", "value": self.recorded_by,
+                           "reason": f"must be this API key's name ({key_name!r}) or left out: outcomes are "
+                                     "recorded under the identity that sent them"})
+        return errors
 
 
 class Responder(BaseModel):
-    by: StrictStr = Field(min_length=1, max_length=128, description="Who takes the case.")
+    by: StrictStr = Field(min_length=1, max_length=128,
+                          description="The adjuster who takes the case (the ledger records which API key said so).")

@@ -15,7 +15,7 @@ import numpy as np
 from features.record_validation import duplicate_errors, validate_record
 from features.schema import FIELD_NAMES
 from models.bundle import TriageBundle
-from models.config import Deadlines, ServingConfig
+from models.config import Deadlines, SecurityConfig, ServingConfig
 from models.explain import Explainer
 from models.policy import AUTO_APPROVE, RULE_TEXT, record_rule_hits
 from serving.clock import utc_now
@@ -45,7 +45,8 @@ class Scorer:
 
     def __init__(self, bundle: TriageBundle, model_version: str, store: ClaimStore, deadlines: Deadlines,
                  max_batch: int = ServingConfig.max_batch_claims, max_group: int = ServingConfig.max_group_claims,
-                 shap_engine: str = ServingConfig.shap_engine):
+                 shap_engine: str = ServingConfig.shap_engine,
+                 max_errors_listed: int = SecurityConfig.max_errors_listed):
         self.bundle = bundle
         self.model_version = str(model_version)
         self.store = store
@@ -53,6 +54,7 @@ class Scorer:
         self.explainer = Explainer(bundle, shap_engine)
         self.max_batch = max_batch
         self.max_group = max_group  # single claims scored together at most (see `serving.grouping`)
+        self.max_errors_listed = max_errors_listed  # per claim in an answer (config.security)
         self.record_rows_below = RECORD_ROWS_BELOW
         self.allowed_fields = {f.name for f in bundle.claim_fields} | set(FIELD_NAMES)
         self.shapes = RecordShapes(getattr(bundle, "mapping", None), bundle.claim_fields)
@@ -115,7 +117,7 @@ class Scorer:
                 errors += self._unknown_fields(record)
             if errors:
                 claim_id = self.shapes.claim_id(record) if i in mapped else record.get("claim_id")
-                results[i] = {"claim_id": _text(claim_id), "errors": errors}
+                results[i] = {"claim_id": _text(claim_id), "errors": _listed(errors, self.max_errors_listed)}
             else:
                 valid.append(claim)
                 positions.append(i)
@@ -206,6 +208,17 @@ class Scorer:
             response["mapping_notes"] = None
             out.append(response)
         return out
+
+
+def _listed(errors: list[dict], most: int) -> list[dict]:
+    """A claim's errors, at most `most` of them, then one entry saying how many more there were: a
+    claim of 500 made-up fields is answered in a few lines, not 500."""
+    if len(errors) <= most:
+        return errors
+    left_out = len(errors) - most
+    return errors[:most] + [{"field": "...", "value": None,
+                             "reason": f"{left_out:,} more error{'s' if left_out > 1 else ''} left out: a claim's "
+                                       f"answer lists at most {most:,}"}]
 
 
 def _totals(contributions: dict) -> list[dict]:

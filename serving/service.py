@@ -7,34 +7,43 @@ CLAIMTRIAGE_DATABASE_URL (default a SQLite file claims.db in the working directo
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import logging
 import os
+import secrets
 import signal
 from typing import Literal, Optional
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import bentoml
 import pydantic_core
-from fastapi import FastAPI, Form, HTTPException, Query, Request
+from pydantic import StrictBool
+from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from models.config import load_config
 from models.policy import OUTCOMES as OUTCOME_NAMES
-from serving import pages
-from serving.access import SESSION_HOURS
+from serving import edge, pages
+from serving.access import SESSION_HOURS, form_token, form_token_matches
 from serving.clock import utc_now
 from serving.grouping import ClaimGroups
 from serving.review import STATUSES, ReviewError
 from serving.schemas import BatchResult, Claim, Decision, Feedback, Responder
+from serving.strict_json import ClaimLimits
 
 log = logging.getLogger("claimtriage.serving")
+# Before any metric exists: this server's Prometheus files go to a directory of its own (serving/edge.py).
+edge.use_own_metrics_directory()
 GROUP_SIZES = bentoml.metrics.Histogram(
     name="claimtriage_score_group_size",
     documentation="Single claims (/score) scored together in one transaction (serving/grouping.py)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000))
 MODEL_URI_ENV = "CLAIMTRIAGE_MODEL_URI"
-info = FastAPI(title="model information")
+# /docs is our own page (serving/edge.py): FastAPI's and ReDoc's load their scripts from a CDN.
+info = FastAPI(title="model information", docs_url=None, redoc_url=None)
 
 
 def _reviewed(action):
@@ -58,6 +67,45 @@ def _unprocessable(result: dict) -> JSONResponse:
 # service loads with the same configuration.
 _CONFIG = load_config()
 _UNTRACED = {} if _CONFIG.serving.trace_single_claims else {"tracing": {"excluded_urls": ["/score$"]}}
+
+# --- the review pages' logins and forms
+
+SESSION_COOKIE = "claimtriage_session"
+LOGIN_COOKIE = "claimtriage_login"  # the login form's own CSRF token, before there is a session
+_COOKIE_FLAGS = {"httponly": True, "samesite": "strict", "secure": _CONFIG.security.secure_cookies}
+# Logins wait their turn for scrypt here, on the event loop, not in threads the API needs.
+_SCRYPT_TURNS = asyncio.Semaphore(1)
+
+
+def _login_form(next_path: str, status: int = 200, failed: bool = False, expired: bool = False) -> HTMLResponse:
+    """The login page with a fresh form token, kept in a cookie only /login reads (a login from
+    another site's form cannot send it)."""
+    token = secrets.token_urlsafe(32)
+    reply = HTMLResponse(pages.login_page(next_path, failed=failed, csrf=form_token(token), expired=expired),
+                         status_code=status)
+    reply.set_cookie(LOGIN_COOKIE, token, path="/login", **_COOKIE_FLAGS)
+    return reply
+
+
+def _form_of_session(request: Request, csrf: str = Form("")) -> None:
+    """A POST under /review must carry its session's form token: a form on another site cannot."""
+    if not hmac.compare_digest(request.state.form_token.encode(), csrf.encode()):
+        raise HTTPException(403, "this form is not from your session: reload the page and try again")
+
+
+def _client_address(request: Request) -> str | None:
+    """Whom to count wrong logins against: the connection's peer, or, only where the setting says a
+    proxy of ours sets it, the last X-Forwarded-For entry (the one that proxy added)."""
+    forwarded = request.headers.get("x-forwarded-for") if _CONFIG.security.trust_forwarded_for else None
+    if forwarded:
+        return forwarded.rsplit(",", 1)[-1].strip()[:256] or None
+    return request.client.host if request.client else None
+
+
+def _recorded_by(detail: dict | None, adjuster: str) -> bool:
+    """Whether the claim's outcome was recorded by `adjuster` (a queue message says only what is so)."""
+    outcome = (detail or {}).get("outcome")
+    return bool(outcome) and outcome.get("recorded_by") == adjuster
 
 
 @bentoml.service(name="claim-triage", traffic={"timeout": 60}, workers=1, **_UNTRACED)
@@ -86,7 +134,7 @@ class ClaimTriage:
         return _unprocessable(result) if "errors" in result else _json(result)
 
     @bentoml.api(route="/score_batch")
-    def score_batch(self, claims: list[Claim], explain: bool = True) -> BatchResult:  # type: ignore[valid-type]
+    def score_batch(self, claims: list[Claim], explain: StrictBool = True) -> BatchResult:  # type: ignore[valid-type]
         """Score up to the configured maximum of claims (1,000 by default); a bad claim gets an error entry."""
         if len(claims) > self.max_batch:
             return JSONResponse({"error": f"a batch holds at most {self.max_batch} claims; this one has "
@@ -107,7 +155,7 @@ class ClaimTriage:
         """The review queue: cases awaiting a person (or of `status`), nearest deadline first, then the riskiest."""
         return self.scorer.store.queue(decision=decision, status=status, overdue=overdue, limit=limit, offset=offset)
 
-    @info.get("/cases/{claim_id}")
+    @info.get("/cases/{claim_id:path}")  # a claim id may hold "/" (sent raw or as %2F)
     def case(self, claim_id: str) -> dict:
         """One claim's case: the case, its newest decision in full, the claim, its outcome and its ring."""
         found = self.scorer.store.case(claim_id)
@@ -115,33 +163,43 @@ class ClaimTriage:
             raise HTTPException(404, f"no claim {claim_id!r} has been scored")
         return found
 
-    @info.post("/cases/{claim_id}/respond")
-    def respond(self, claim_id: str, body: Responder) -> dict:
+    @info.post("/cases/{claim_id:path}/respond")
+    def respond(self, request: Request, claim_id: str, body: Responder) -> dict:
         """An adjuster takes the case: the 24-hour first response is given."""
-        return _reviewed(lambda: self.scorer.store.respond(claim_id, body.by))
+        via = f"api key {request.state.api_key}"
+        return _reviewed(lambda: self.scorer.store.respond(claim_id, body.by, via=via))
 
     @info.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_page(self, next: str = "/review"):  # noqa: A002 - the query parameter's name
-        return pages.login_page(_safe_next(next))
+        return _login_form(_safe_next(next))
 
     @info.post("/login", include_in_schema=False)
-    def login(self, username: str = Form(""), password: str = Form(""), next: str = Form("/review")):  # noqa: A002
-        """An adjuster logs in; a wrong username or password gets 401 and no hint which."""
+    async def login(self, request: Request, username: str = Form(""), password: str = Form(""),
+                    next: str = Form("/review"), csrf: str = Form("")):  # noqa: A002
+        """An adjuster logs in; a wrong username or password, or a locked-out one, gets 401 and no hint which."""
+        if not form_token_matches(request.cookies.get(LOGIN_COOKIE), csrf):
+            return _login_form(_safe_next(next), status=403, expired=True)
         store = self.scorer.store
-        token = store.access.login(store.engine, username[:128], password[:256])
+        async with _SCRYPT_TURNS:  # waiting logins wait here, holding no thread the API needs
+            token = await run_in_threadpool(store.access.login, store.engine, username[:128], password[:256],
+                                            _client_address(request), _CONFIG.security)
         if token is None:
-            return HTMLResponse(pages.login_page(_safe_next(next), failed=True), status_code=401)
+            return _login_form(_safe_next(next), status=401, failed=True)
         reply = RedirectResponse(_safe_next(next), status_code=303)
-        reply.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", max_age=SESSION_HOURS * 3600)
+        reply.set_cookie(SESSION_COOKIE, token, max_age=SESSION_HOURS * 3600, **_COOKIE_FLAGS)
+        reply.delete_cookie(LOGIN_COOKIE, path="/login", **_COOKIE_FLAGS)
         return reply
 
     @info.post("/logout", include_in_schema=False)
-    def logout(self, request: Request):
+    def logout(self, request: Request, csrf: str = Form("")):
+        """Ends the session, asked by this session's own page only (its form token)."""
         token = request.cookies.get(SESSION_COOKIE)
-        if token:
+        if token and self.scorer.store.access.session_user(self.scorer.store.engine, token):
+            if not form_token_matches(token, csrf):
+                raise HTTPException(403, "this form is not from your session: log out from the review page")
             self.scorer.store.access.logout(self.scorer.store.engine, token)
         reply = RedirectResponse("/login", status_code=303)
-        reply.delete_cookie(SESSION_COOKIE)
+        reply.delete_cookie(SESSION_COOKIE, **_COOKIE_FLAGS)
         return reply
 
     @info.get("/review", response_class=HTMLResponse, include_in_schema=False)
@@ -151,44 +209,54 @@ class ClaimTriage:
         now = utc_now()
         decision = decision if decision in OUTCOME_NAMES else None
         cases = self.scorer.store.queue(now=now, decision=decision, overdue=overdue, limit=500)
-        message = f"Outcome recorded for claim {recorded}; it has left the queue." if recorded else None
-        return pages.queue_page(cases, now, decision, overdue, message, user=request.state.adjuster)
+        message = None
+        if recorded and _recorded_by(self.scorer.store.case(recorded[:200]), request.state.adjuster):
+            message = f"Outcome recorded for claim {recorded}; it has left the queue."  # escaped by the page
+        return pages.queue_page(cases, now, decision, overdue, message, user=request.state.adjuster,
+                                csrf=request.state.form_token)
 
-    @info.get("/review/{claim_id}", response_class=HTMLResponse, include_in_schema=False)
+    @info.get("/review/{claim_id:path}", response_class=HTMLResponse, include_in_schema=False)
     def review_case(self, request: Request, claim_id: str):
         """One case, explained."""
         return self._case_reply(request, claim_id)
 
-    @info.post("/review/{claim_id}/respond", include_in_schema=False)
+    @info.post("/review/{claim_id:path}/respond", include_in_schema=False, dependencies=[Depends(_form_of_session)])
     def review_take(self, request: Request, claim_id: str):
         """The page's button: the logged-in adjuster takes the case (the 24-hour response is given)."""
         try:
-            self.scorer.store.respond(claim_id, request.state.adjuster)
+            self.scorer.store.respond(claim_id, request.state.adjuster, via=f"review page {request.state.adjuster}")
         except ReviewError as e:
             return self._case_reply(request, claim_id, error=str(e), status=409)
-        return RedirectResponse(f"/review/{quote(claim_id)}", status_code=303)
+        return RedirectResponse(f"/review/{quote(claim_id, safe='')}", status_code=303)
 
-    @info.post("/review/{claim_id}/outcome", include_in_schema=False)
+    @info.post("/review/{claim_id:path}/outcome", include_in_schema=False, dependencies=[Depends(_form_of_session)])
     def review_outcome(self, request: Request, claim_id: str, outcome: str = Form(""), note: str = Form("")):
         """The page's form: record the outcome as the logged-in adjuster, then back to the queue."""
         try:
-            self.scorer.store.record_outcome(claim_id, outcome, note.strip() or None, request.state.adjuster)
+            self.scorer.store.record_outcome(claim_id, outcome, note.strip() or None, request.state.adjuster,
+                                             via=f"review page {request.state.adjuster}")
         except ReviewError as e:
             return self._case_reply(request, claim_id, error=str(e), status=422)
-        return RedirectResponse(f"/review?recorded={quote(claim_id)}", status_code=303)
+        return RedirectResponse(f"/review?recorded={quote(claim_id, safe='')}", status_code=303)
 
     def _case_reply(self, request: Request, claim_id: str, error: str | None = None, status: int = 200):
         """The case page (with `error` shown, if any), or a not-found page for a claim never scored."""
-        user = request.state.adjuster
+        user, csrf = request.state.adjuster, request.state.form_token
         detail = self.scorer.store.case(claim_id)
         if detail is None:
-            return HTMLResponse(pages.not_found_page(claim_id, user), status_code=404)
-        return HTMLResponse(pages.case_page(detail, utc_now(), error=error, user=user), status_code=status)
+            return HTMLResponse(pages.not_found_page(claim_id, user, csrf), status_code=404)
+        return HTMLResponse(pages.case_page(detail, utc_now(), error=error, user=user, csrf=csrf), status_code=status)
 
     @info.post("/feedback", status_code=201)
-    def feedback(self, body: Feedback) -> dict:
-        """Record what a claim came to (resolving its case); it becomes the claim's training label."""
-        return _reviewed(lambda: self.scorer.store.record_outcome(body.claim_id, body.outcome, body.note, body.recorded_by))
+    def feedback(self, request: Request, body: Feedback) -> dict:
+        """Record what a claim came to (resolving its case); it becomes the claim's training label.
+        It is recorded under the API key that sent it: `recorded_by` may only repeat the key's name."""
+        key = request.state.api_key
+        errors = body.problems(key)
+        if errors:
+            return JSONResponse({"error": "the outcome cannot be recorded", "errors": errors}, status_code=422)
+        return _reviewed(lambda: self.scorer.store.record_outcome(body.claim_id, body.outcome, body.note, key,
+                                                                  via=f"api key {key}"))
 
 
 def _stop_server() -> None:
@@ -196,17 +264,19 @@ def _stop_server() -> None:
     os.kill(os.getppid(), signal.SIGUSR1)
 
 
-SESSION_COOKIE = "claimtriage_session"
-# Open to anyone: the orchestrator's probes, Prometheus, the API's own documentation, the login.
-OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics", "/docs", "/docs.json", "/", "/login",
-                        "/logout"})
+# Open to anyone: the orchestrator's probes, the API's own documentation, the login; and Prometheus's
+# /metrics when config.security.metrics_access is "open" (by default it takes an API key, as a bearer token).
+# (/, /docs and /static/* are answered before this check, by serving/edge.py.)
+OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/docs", "/docs.json", "/", "/login", "/logout"}
+                       | ({"/metrics"} if _CONFIG.security.metrics_access == "open" else set()))
 _UNAUTHORISED = JSONResponse({"error": "missing or invalid credentials"}, status_code=401,
                              headers={"WWW-Authenticate": "Bearer"})
 
 
 class RequireCredentials:
     """ASGI middleware: API calls need an API key (`Authorization: Bearer KEY` or `X-API-Key: KEY`);
-    the review pages need an adjuster's session. Failures say nothing about why."""
+    the review pages need an adjuster's session. Failures say nothing about why. A browser's POST
+    to the login, the logout or a review page from another site is refused (403) before anything."""
 
     store = None  # the service's claim store, set when the service starts (before it is ready)
 
@@ -214,23 +284,30 @@ class RequireCredentials:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        if scope["method"] == "POST" and _page_form(scope["path"]) and _cross_site(headers):
+            await _CROSS_SITE(scope, receive, send)
+            return
+        if scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         if self.store is None:  # not started yet: nothing but the open paths is served
             await _UNAUTHORISED(scope, receive, send)
             return
         access, engine = self.store.access, self.store.engine
-        headers = dict(scope.get("headers") or [])
         if scope["path"].startswith("/review"):
             token = _cookie(headers.get(b"cookie", b""), SESSION_COOKIE)
             user = access.session_user(engine, token) if token else None
             if user is None:
-                reply = RedirectResponse("/login?next=" + quote(scope["path"]), status_code=303) \
+                reply = RedirectResponse("/login?next=" + quote(_page_address(scope), safe=""), status_code=303) \
                     if scope["method"] == "GET" else _UNAUTHORISED
                 await reply(scope, receive, send)
                 return
-            scope.setdefault("state", {})["adjuster"] = user
+            state = scope.setdefault("state", {})
+            state["adjuster"], state["form_token"] = user, form_token(token)
         else:
             auth = headers.get(b"authorization", b"").decode("latin-1")
             key = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get(b"x-api-key", b"").decode("latin-1")
@@ -242,6 +319,34 @@ class RequireCredentials:
         await self.app(scope, receive, send)
 
 
+_CROSS_SITE = JSONResponse({"error": "a form sent from another site is refused"}, status_code=403)
+
+
+def _page_form(path: str) -> bool:
+    return path in ("/login", "/logout") or path == "/review" or path.startswith("/review/")
+
+
+def _cross_site(headers: dict) -> bool:
+    """Whether a browser says the request comes from another site: Sec-Fetch-Site says so, or the
+    Origin (or, without one, the Referer) names another host than the one addressed. An Origin of
+    "null" decides nothing: browsers send it for this site's own forms too when the page's referrer
+    policy is no-referrer (and Sec-Fetch-Site then tells). A client that sends none of these is no
+    browser carrying someone's cookie; the forms' tokens still hold it."""
+    if headers.get(b"sec-fetch-site", b"").lower() in (b"cross-site", b"same-site"):
+        return True
+    source = headers.get(b"origin") or headers.get(b"referer")
+    if source is None or source == b"null":
+        return False
+    netloc = urlsplit(source.decode("latin-1")).netloc.lower()
+    return netloc != headers.get(b"host", b"").decode("latin-1").lower()
+
+
+def _page_address(scope) -> str:
+    """The page asked for, as a URL path (and query) to come back to after the login."""
+    query = scope.get("query_string", b"").decode("latin-1")
+    return quote(scope["path"]) + (f"?{query}" if query else "")
+
+
 def _cookie(header: bytes, name: str) -> str | None:
     for part in header.decode("latin-1").split(";"):
         key, _, value = part.strip().partition("=")
@@ -251,35 +356,25 @@ def _cookie(header: bytes, name: str) -> str | None:
 
 
 def _safe_next(target: str) -> str:
-    """Only back to a review page of this service, never to another site."""
-    return target if target.startswith("/review") and "//" not in target else "/review"
+    """Only back to a review page of this service (`/review`, `/review/...`, `/review?...`), never to
+    another site: no `//` or backslash a browser could read as another host, no control characters."""
+    shaped = target == "/review" or target.startswith(("/review/", "/review?"))
+    unsafe = "//" in target or "\\" in target or not target.isprintable() or len(target) > 2048
+    return target if shaped and not unsafe else "/review"
 
 
-class JsonBodiesOnly:
-    """ASGI middleware: the scoring endpoints take JSON; anything else is a 415 with a message.
-
-    BentoML would otherwise try to parse, say, a multipart body without a boundary and fail
-    with a server error; a client's wrong Content-Type must never be a 500.
-    """
-
-    def __init__(self, app, paths: tuple[str, ...] = ("/score", "/score_batch")):
-        self.app = app
-        self.paths = paths
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
-            headers = dict(scope.get("headers") or [])
-            media = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
-            if media not in (b"application/json", b""):
-                reply = JSONResponse({"error": f"send JSON (Content-Type: application/json), not {media.decode()!r}"},
-                                     status_code=415)
-                await reply(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-ClaimTriage.add_asgi_middleware(JsonBodiesOnly)
+# The HTTP edge (serving/edge.py), outermost first; BentoML's own metrics, tracing, access log and
+# timeout wrap them all. Sizes are judged before credentials (nothing is read to judge them), JSON after.
+edge.adapt_bentoml_middlewares()  # its request metrics by route template; its timeouts' timers cancelled
+ClaimTriage.add_asgi_middleware(edge.SecurityHeaders)
+ClaimTriage.add_asgi_middleware(edge.OwnPages, spec=lambda: ClaimTriage.openapi_spec.asdict())
+ClaimTriage.add_asgi_middleware(edge.LimitBodies, max_body_bytes=_CONFIG.security.max_body_bytes,
+                                max_batch_body_bytes=_CONFIG.security.max_batch_body_bytes)
+ClaimTriage.add_asgi_middleware(edge.JsonBodiesOnly)
 ClaimTriage.add_asgi_middleware(RequireCredentials)
+ClaimTriage.add_asgi_middleware(edge.StrictJson, limits=ClaimLimits(
+    max_fields_per_claim=_CONFIG.security.max_fields_per_claim, max_claims=_CONFIG.serving.max_batch_claims,
+    max_claim_chars=_CONFIG.security.max_body_bytes))
 
 
 def _record(claim) -> dict:

@@ -12,6 +12,7 @@ import inspect
 import math
 import operator
 import random
+import re
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -418,6 +419,8 @@ REASON_CASES = {  # each reason the specification states: a claim that earns it,
     "MISSING": ({"policy_id": None}, None, ["policy_id"]),
     "NOT_TEXT": ({"region": 1.5}, None, ["region"]),
     "EMPTY": ({"claim_id": ""}, None, ["claim_id"]),
+    "BLANK": ({"claim_id": "  "}, None, ["claim_id"]),
+    "EDGE_SPACE": ({"claim_id": "C1 "}, None, ["claim_id"]),
     "NOT_NUMBER": ({"claim_amount": "a lot"}, None, ["claim_amount"]),
     "NOT_NUMBER_BOOL": ({"claim_amount": True}, None, ["claim_amount"]),
     "NOT_FINITE": ({"claim_amount": float("inf")}, None, ["claim_amount"]),
@@ -435,6 +438,7 @@ REASON_FUNCTION_CASES = {  # each function that words a reason: a claim that ear
     "not_one_of": ({"line_of_business": "marine"}, "line_of_business"),
     "below_minimum": ({"claim_amount": -5}, "claim_amount"),
     "above_maximum": ({"loss_hour": 24}, "loss_hour"),
+    "contains_unsafe": ({"claim_id": "C\u202e1"}, "claim_id"),
 }
 
 
@@ -460,7 +464,8 @@ def test_every_reason_the_specification_states_is_reworded_above():
     assert stated == set(REASON_CASES) | {"DUPLICATE"}  # DUPLICATE: the batch test below
     worded = {name for name, value in vars(record_spec).items()
               if inspect.isfunction(value) and value.__module__ == record_spec.__name__}
-    assert worded - {"bounds", "horizon", "quote"} == set(REASON_FUNCTION_CASES) | {"before"}  # before: rules below
+    checks = {"bounds", "horizon", "quote", "unsafe_text", "claim_id_problem"}  # checks, not wordings
+    assert worded - checks == set(REASON_FUNCTION_CASES) | {"before"}  # before: rules below
 
 
 def test_rules_across_fields_changed_in_the_specification_change_both_validators(monkeypatch):
@@ -490,6 +495,58 @@ def test_bounds_changed_in_the_specification_change_both_validators(monkeypatch)
     monkeypatch.setattr(record_spec, "bounds", with_a_fast_track_ceiling)
     assert _reported(_claim(claim_amount=12_000.5)) == [("claim_amount", "<above the fast-track ceiling>")]
     assert _reported(_claim(claim_amount=9_999.5)) == []
+
+
+def test_text_rules_changed_in_the_specification_change_both_validators(monkeypatch):
+    no_dashes = record_spec.TextRule(lambda text: "<no dashes>" if "-" in text else None)
+    monkeypatch.setattr(record_spec, "TEXT_RULES", {**record_spec.TEXT_RULES, "policy_id": no_dashes})
+    assert _reported(_claim(policy_id="P-1", claim_id="C 1")) == [("policy_id", "<no dashes>")]
+    monkeypatch.setattr(record_spec, "TEXT_RULES", {})
+    assert _reported(_claim(claim_id=" C1\x00")) == []
+
+
+UNSAFE_CLAIM_IDS = {  # a claim id -> the reason both validators and claim_id_problem give
+    "C1\x00": "contains a control character (U+0000)",
+    "\x1b[31mC1": "contains a control character (U+001B)",
+    "C1\u202egpj.exe": "contains a format character (U+202E)",
+    "C\u20661": "contains a format character (U+2066)",
+    "C\u200d1": "contains a format character (U+200D)",
+    "C\ufeff1": "contains a format character (U+FEFF)",
+    "C1\u2029": "contains a paragraph separator (U+2029)",
+    "C1\nC2": "contains a control character (U+000A)",
+    "   ": "is only spaces",
+    " C1": "starts or ends with a space",
+    "C1\u00a0": "starts or ends with a space",
+    "": "is empty",
+    "x" * 129: "is longer than 128 characters",
+}
+SAFE_CLAIM_IDS = ["2025/000777", "a?b#c%d e", "\u00c4rzte-\u00fc", "\u8acb\u6c42-7", "x" * 128, "C\u00a0 1", "%2F"]
+
+
+@pytest.mark.parametrize("claim_id", list(UNSAFE_CLAIM_IDS), ids=[ascii(i)[:20] for i in UNSAFE_CLAIM_IDS])
+def test_an_unsafe_claim_id_is_refused_with_its_reason_by_both_validators(claim_id):
+    reason = UNSAFE_CLAIM_IDS[claim_id]
+    assert _reported(_claim(claim_id=claim_id)) == [("claim_id", reason)]
+    assert record_spec.claim_id_problem(claim_id) == reason  # the same rule where a claim id comes alone
+
+
+def test_every_text_a_rule_says_passes_does_pass_it():
+    rng = random.Random(15)
+    alphabet = [chr(c) for c in range(0x2100)] + ["\u202e", "\u2066", "\ufeff", "\u3000"]
+    texts = ["".join(rng.choices(alphabet, k=rng.randint(1, 6))) for _ in range(20_000)]
+    texts += [chr(c) for c in range(0x3000)]
+    for name, rule in record_spec.TEXT_RULES.items():
+        passing = [t for t in texts if re.fullmatch(rule.passes, t)]
+        assert len(passing) > 50, name
+        assert [t for t in passing if rule.problem(t) is not None] == [], name
+        refused = [t for t in texts if rule.problem(t) is not None]
+        assert refused and not [t for t in refused if re.fullmatch(rule.passes, t)], name
+
+
+@pytest.mark.parametrize("claim_id", SAFE_CLAIM_IDS)
+def test_claim_ids_with_slashes_query_marks_and_any_letters_are_accepted(claim_id):
+    assert _reported(_claim(claim_id=claim_id)) == []
+    assert record_spec.claim_id_problem(claim_id) is None
 
 
 def test_quoting_and_the_duplicate_rule_come_from_the_specification(monkeypatch, wire_claims):

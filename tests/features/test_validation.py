@@ -62,6 +62,13 @@ def test_loss_before_policy_start_is_valid_data():
     ("report_date", "yesterday", "must be an ISO 8601 date-time, e.g. 2025-03-01T14:30:00Z"),
     ("police_report", "maybe", "must be true or false"),
     ("claim_id", "", "is empty"),
+    ("claim_id", "C\x001", "contains a control character (U+0000)"),
+    ("claim_id", "C1\u202egpj.exe", "contains a format character (U+202E)"),
+    ("claim_id", "C\u200d1", "contains a format character (U+200D)"),
+    ("claim_id", "C1\u2028", "contains a line separator (U+2028)"),
+    ("claim_id", "   ", "is only spaces"),
+    ("claim_id", " C1", "starts or ends with a space"),
+    ("claim_id", "C1\u3000", "starts or ends with a space"),
     ("payee_account", "x" * 10_000_000, "is longer than 128 characters"),
     ("policy_id", None, "is required but missing"),
 ])
@@ -72,6 +79,13 @@ def test_each_bad_value_is_named_with_its_reason(field, value, reason):
     bad = report.to_records()
     assert [(e["row"], e["column"], e["reason"]) for e in bad] == [(1, field, reason)]
     assert len(bad[0]["value"] or "") <= 120  # a 10 MB value is quoted, not echoed whole
+
+
+def test_claim_ids_with_slashes_query_marks_and_letters_beyond_ascii_are_valid():
+    ids = ["2025/000777", "a?b#c%d e", "\u00c4rzte-\u00fc", "x" * 128, "C\u00a0no-break space inside"]
+    report = validate_claims(pd.DataFrame([claim(claim_id=i) for i in ids]))
+    assert report.ok, report.to_records()
+    assert report.claims["claim_id"].tolist() == ids
 
 
 def test_every_error_in_a_frame_is_reported_not_just_the_first():

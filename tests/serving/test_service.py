@@ -116,9 +116,41 @@ BAD_REQUESTS = [
 def test_bad_requests_get_a_4xx_with_a_message_never_a_server_error(service, name, path, body, content_type):
     reply = httpx.post(service["base"] + path, content=body, headers={"content-type": content_type, **service["auth"]},
                        timeout=60)
-    assert 400 <= reply.status_code < 500, (reply.status_code, reply.text[:300])
-    assert reply.json().get("error") or reply.json().get("errors")
+    assert name in BAD_REQUEST_STATUS, f"say which status {name!r} must get in BAD_REQUEST_STATUS"
+    assert reply.status_code == BAD_REQUEST_STATUS[name], (reply.status_code, reply.text[:300])
+    answer = reply.json()
+    assert answer.get("error"), answer
     assert len(reply.content) < 100_000  # a 10 MB value is never echoed back
+    if "errors" in answer:  # the claim's own validation: which claim, and what it sent in each bad field
+        assert set(answer) == {"error", "claim_id", "errors"} and answer["errors"], answer
+        assert all(set(e) == {"field", "value", "reason"} for e in answer["errors"]), answer
+        sent = json.loads(body)
+        assert answer["claim_id"] == (None if sent.get("claim_id") is None else str(sent["claim_id"]))
+        for error in answer["errors"]:
+            if sent.get(error["field"]) is not None:
+                assert error["value"] is not None, error
+
+
+# Each case's exact status, so one that drifts to another 4xx is noticed: 400 for a body that is
+# not JSON, 413 for a body or a batch over its limit, 415 for another content type (README.md,
+# Errors), 422 for a claim that fails validation and for JSON that is no claim at all (a list, an
+# object for a field: serving/strict_json.py). New cases in BAD_REQUESTS need their status here.
+BAD_REQUEST_STATUS = {
+    "malformed JSON": 400,
+    "array instead of a claim": 422,
+    "wrong type": 422,
+    "empty claim": 422,
+    "nested object": 422,
+    "10 MB string": 413,
+    "huge number": 422,
+    "number beyond any float": 422,
+    "amount overflowing to infinity": 422,
+    "a word for a date": 422,
+    "text body": 415,
+    "multipart without boundary": 415,
+    "claims not a list": 422,
+    "oversize batch": 413,
+}
 
 
 def test_review_queue_case_response_and_feedback_over_http(service):
@@ -223,6 +255,8 @@ def test_an_adjuster_works_a_case_in_a_real_browser(service):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
         page = browser.new_page()
+        console = []  # a Content-Security-Policy violation is reported here
+        page.on("console", lambda message: console.append(message.text))
         page.goto(service["base"] + "/review")
         page.wait_for_url(lambda url: "/login?next=" in url)  # the page needs a login
         page.fill("input[name=username]", "ann")
@@ -233,11 +267,14 @@ def test_an_adjuster_works_a_case_in_a_real_browser(service):
         page.fill("input[name=password]", "correct horse battery")
         page.click("button[type=submit]")
         page.wait_for_url("**/review")
+        # The stylesheet (/static/review.css, the pages' only style) was loaded and applied.
+        assert page.locator("header").evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(29, 36, 48)"
         rows = page.locator("#queue tbody tr")
         assert rows.count() >= 1
         claim_id = rows.first.get_attribute("data-claim")
+        address = f"/review/{pages.url_part(claim_id)}"  # any claim id, "/", "?" or "%" included
         rows.first.locator("a").click()
-        page.wait_for_url(f"**/review/{claim_id}")
+        page.wait_for_url(f"**{address}")
         assert page.locator("h1").inner_text() == f"Claim {claim_id}"
         assert page.locator("#decision").inner_text() in pages.DECISION_TEXT.values()
         fraud_reasons = page.locator("[data-model=fraud] ul.reasons li").all_inner_texts()
@@ -245,7 +282,7 @@ def test_an_adjuster_works_a_case_in_a_real_browser(service):
         assert page.locator("svg.waterfall[data-model=fraud] rect").count() >= 1
         assert page.locator("#fields").inner_text().count("claim amount") == 1
         page.click("#take-case")
-        page.wait_for_url(f"**/review/{claim_id}")
+        page.wait_for_url(f"**{address}")
         assert page.locator("#status").inner_text() == "responded" and "taken by ann" in page.content()
         assert page.locator("#take-case").count() == 0
         page.select_option("select[name=outcome]", "confirmed_fraud")
@@ -254,9 +291,14 @@ def test_an_adjuster_works_a_case_in_a_real_browser(service):
         page.wait_for_url("**/review?recorded=*")
         assert f"Outcome recorded for claim {claim_id}" in page.locator(".flash").inner_text()
         assert page.locator(f"#queue tbody tr[data-claim='{claim_id}']").count() == 0
-        page.goto(service["base"] + f"/review/{claim_id}")
+        page.goto(service["base"] + address)
         assert "confirmed fraud" in page.locator("#outcome").inner_text()
         assert "by ann" in page.locator("#outcome").inner_text()  # recorded as the logged-in adjuster
+        page.click("header button[type=submit]")  # log out
+        page.wait_for_url("**/login")
+        page.goto(service["base"] + "/review")
+        page.wait_for_url(lambda url: "/login?next=" in url)  # the session has ended
+        assert not [text for text in console if "Content Security Policy" in text], console
         browser.close()
     store = ClaimStore(service["store_url"])
     labels = store.labelled_claims().set_index("claim_id")
@@ -275,6 +317,11 @@ def test_without_valid_credentials_nothing_is_served_and_nothing_is_said(service
     assert httpx.get(base + "/review", follow_redirects=False).status_code == 303
     assert httpx.post(base + "/review/x/outcome", data={"outcome": "denied"}).status_code == 401
     assert httpx.get(base + "/review", cookies={"claimtriage_session": "forged"}, follow_redirects=False).status_code == 303
+    assert httpx.post(base + "/review/x/outcome", data={"outcome": "denied"}, cookies={"claimtriage_session": "forged"},
+                      headers={"Origin": base}).status_code == 401
+    login = {"username": "ann", "password": "correct horse battery"}
+    assert httpx.post(base + "/login", data=login, headers={"Origin": "http://evil.example"}).status_code == 403
+    assert httpx.post(base + "/login", data=login).status_code == 403  # not from the login form: no session
     assert httpx.get(base + "/readyz").status_code == 200 and httpx.get(base + "/metrics").status_code == 200
 
     store = ClaimStore(service["store_url"])

@@ -1,0 +1,401 @@
+"""The HTTP edge: what every request meets before (and after) the service's own code.
+
+ASGI middlewares, outermost first as the service registers them: security headers on every answer;
+our own pages (/ and /docs, rendered here from the OpenAPI spec, and /static/*), served without
+credentials; the body-size limits (413 before a body is read); JSON only for the scoring endpoints;
+then, after the credentials check (serving/service.py), strict JSON (serving/strict_json.py).
+
+Also adaptations of BentoML made once, when the service module is imported: its request metrics
+are labelled by route template rather than by raw path, its request timeout lets go of each
+request once answered, and each server keeps its Prometheus files in a directory of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import anyio.to_thread
+from bentoml._internal.server.http import instruments as bentoml_instruments
+from bentoml._internal.server.http import traffic as bentoml_traffic
+from starlette.datastructures import MutableHeaders
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from starlette.routing import Match, Mount
+
+from serving.strict_json import ClaimLimits, Refused, check_batch, check_claim, check_json
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Answers carry these whatever produced them; HTML also the content policy below (no script at all,
+# styles and images from this service only, forms posting back to it, never framed).
+SECURITY_HEADERS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "no-referrer"}
+CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+                           "frame-ancestors 'none'; base-uri 'none'")
+# Bodies at most this large are checked on the event loop (but batches); larger ones in a worker thread.
+PARSE_INLINE_BYTES = 64 * 1024
+UNMATCHED = "unmatched"  # the metrics' endpoint label for a path no route serves
+_STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_CONVERTOR = re.compile(r"\{(\w+):\w+\}")
+
+
+class SecurityHeaders:
+    """ASGI middleware: nosniff, no framing, no referrer and no caching (but of /static/*) on every
+    answer, and the content security policy on every HTML page."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        caching = "no-cache" if scope["path"].startswith("/static/") else "no-store"
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+                headers["cache-control"] = caching
+                if headers.get("content-type", "").startswith("text/html"):
+                    headers["content-security-policy"] = CONTENT_SECURITY_POLICY
+            await send(message)
+        await self.app(scope, receive, with_headers)
+
+
+class OwnPages:
+    """ASGI middleware: `/` (to the API docs), `/docs` (rendered from the OpenAPI spec: no script,
+    nothing from another host) and `/static/<file>` (files of serving/static only), open to anyone."""
+
+    def __init__(self, app, spec: Callable[[], dict], static_dir: Path = STATIC_DIR):
+        self.app = app
+        self.spec = spec
+        self.static_dir = static_dir
+        self._docs: str | None = None
+
+    async def __call__(self, scope, receive, send):
+        path = scope["path"] if scope["type"] == "http" else None
+        if path == "/" and scope["method"] in ("GET", "HEAD"):
+            reply = RedirectResponse("/docs", status_code=307)
+        elif path == "/docs" and scope["method"] in ("GET", "HEAD"):
+            reply = HTMLResponse(self.docs_page())
+        elif path is not None and path.startswith("/static/"):
+            reply = self._static(path[len("/static/"):], scope["method"])
+        else:
+            await self.app(scope, receive, send)
+            return
+        await reply(scope, receive, send)
+
+    def docs_page(self) -> str:
+        if self._docs is None:  # the spec is fixed once the service is defined
+            from serving.api_docs import render_docs
+
+            self._docs = render_docs(self.spec())
+        return self._docs
+
+    def _static(self, name: str, method: str):
+        if method not in ("GET", "HEAD"):
+            return JSONResponse({"error": "static files are only read (GET)"}, status_code=405,
+                                headers={"Allow": "GET, HEAD"})
+        # One plain file name, no folders: '/', '\\' and a leading dot never reach the file system.
+        if _STATIC_NAME.fullmatch(name) and (self.static_dir / name).is_file():
+            return FileResponse(self.static_dir / name)
+        return JSONResponse({"error": "no such file"}, status_code=404)
+
+
+class LimitBodies:
+    """ASGI middleware: a body over the limit is a 413 naming the limit. A declared Content-Length is
+    judged before a byte is read; a chunked body is counted as it arrives and cut at the limit."""
+
+    def __init__(self, app, max_body_bytes: int, max_batch_body_bytes: int,
+                 batch_paths: tuple[str, ...] = ("/score_batch",)):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_batch_body_bytes = max_batch_body_bytes
+        self.batch_paths = batch_paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_batch_body_bytes if scope["path"] in self.batch_paths else self.max_body_bytes
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:  # the server holds the body to this length
+            size = int(declared) if declared.isdigit() else None
+            if size is None or size > limit:
+                await self._too_large(scope, receive, send, size, limit)
+                return
+            await self.app(scope, receive, send)
+            return
+        if b"chunked" not in headers.get(b"transfer-encoding", b"").lower():
+            await self.app(scope, receive, send)  # no body at all
+            return
+        try:
+            body = await _read_body(receive, limit)
+        except _TooLarge:
+            await self._too_large(scope, receive, send, None, limit)
+            return
+        if body is not None:
+            await self.app(scope, _replay(body, receive), send)
+
+    @staticmethod
+    async def _too_large(scope, receive, send, size: int | None, limit: int) -> None:
+        path = scope["path"] if len(scope["path"]) <= 80 else "this endpoint"
+        told = f"is {size:,} bytes" if size is not None else "is larger than that"
+        reply = JSONResponse({"error": f"the request body {told}; {path} takes at most {limit:,}"}, status_code=413)
+        await reply(scope, receive, send)
+
+
+class JsonBodiesOnly:
+    """ASGI middleware: the scoring endpoints take JSON; anything else is a 415 with a message.
+
+    BentoML would otherwise try to parse, say, a multipart body without a boundary and fail
+    with a server error; a client's wrong Content-Type must never be a 500.
+    """
+
+    def __init__(self, app, paths: tuple[str, ...] = ("/score", "/score_batch")):
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+            headers = dict(scope.get("headers") or [])
+            media = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+            if media not in (b"application/json", b""):
+                reply = JSONResponse({"error": f"send JSON (Content-Type: application/json), not {media.decode()!r}"},
+                                     status_code=415)
+                await reply(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class StrictJson:
+    """ASGI middleware (after the credentials check): the JSON endpoints' bodies are checked by
+    serving/strict_json.py before anything parses them, then handed on byte for byte. A large body
+    is checked in a worker thread, so the event loop keeps answering others meanwhile."""
+
+    _RESPOND = re.compile(r"/cases/.+/respond")
+
+    def __init__(self, app, limits: ClaimLimits):
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope, receive, send):
+        check = self._check_for(scope)
+        if check is None:
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive, None)  # within the limit: LimitBodies came first
+        if body is None:
+            return
+        try:
+            if len(body) <= PARSE_INLINE_BYTES and scope["path"] != "/score_batch":
+                check(body)
+            else:  # a batch of 1,001 empty claims is 4 KB, and takes ~3 ms
+                await anyio.to_thread.run_sync(check, body)
+        except Refused as refused:
+            await JSONResponse({"error": str(refused)}, status_code=refused.status)(scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _check_for(self, scope) -> Callable[[bytes], None] | None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        path = scope["path"]
+        if path == "/score":
+            return lambda body: check_claim(body, self.limits)
+        if path == "/score_batch":
+            return lambda body: check_batch(body, self.limits)
+        if path == "/feedback" or self._RESPOND.fullmatch(path):
+            return check_json
+        return None
+
+
+class _TooLarge(Exception):
+    """A body past its limit."""
+
+
+async def _read_body(receive, limit: int | None) -> bytes | None:
+    """The whole body (_TooLarge past `limit` bytes), or None when the client went away first."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive):
+    """A `receive` that gives the body already read, then whatever the client sends next."""
+    given = False
+
+    async def replay():
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay
+
+
+def route_template(routes, scope) -> str:
+    """The template of the route that serves `scope`'s path (`/cases/{claim_id}`), or UNMATCHED:
+    a label with few values, whatever paths clients make up. Our own pages have fixed labels."""
+    path = scope["path"]
+    if path == "/docs":
+        return path
+    if path.startswith("/static/"):
+        return "/static/{file}"
+    partial = None
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is Match.NONE:
+            continue
+        inner = _inner_routes(route)
+        if inner is None:
+            template = getattr(route, "path_format", None) or _CONVERTOR.sub(r"{\1}", getattr(route, "path", ""))
+        else:  # a mount (its path, then its app's route) or an included router (its routes)
+            prefix = route.path if isinstance(route, Mount) else ""
+            found = route_template(inner, {**scope, **child})
+            template = prefix + ("/{path}" if found == UNMATCHED else found)
+        if match is Match.FULL:
+            return template
+        partial = partial or template  # the path is served, not with this method: a 405
+    return partial or UNMATCHED
+
+
+def _inner_routes(route):
+    """The routes behind a mount, or behind a router FastAPI included (it keeps them on
+    `original_router`); None for a route that answers itself."""
+    holder = route.app if isinstance(route, Mount) else getattr(route, "original_router", None)
+    return getattr(holder, "routes", None)
+
+
+class RouteLabelledMetrics(bentoml_instruments.RunnerTrafficMetricsMiddleware):
+    """BentoML's request metrics, labelled by route template instead of by raw path.
+
+    BentoML labels `endpoint` with `scope["path"]`: every distinct path a client invents became a
+    new series, kept for the life of the worker (measured: 25,000 made-up /cases/<id> paths grew
+    the worker from 1.0 to 1.6 GB), and /metrics listed real claim ids. Its middleware reads the
+    path once, when a request comes in; so the path it sees is the template, and the raw path is
+    put back before the request goes on (into the app BentoML wraps). BentoML has no setting for
+    this (1.4.40); tests/serving/test_edge.py fails if an upgrade stops this from taking effect.
+    """
+
+    _RAW_PATH = "claimtriage.raw_path"
+
+    def __init__(self, app, **options):
+        super().__init__(_RawPathRestored(app, self._RAW_PATH), **options)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] != "/metrics":
+            app = scope.get("app")
+            scope[self._RAW_PATH] = scope["path"]
+            scope["path"] = route_template(getattr(app, "routes", ()), scope)
+        await super().__call__(scope, receive, send)
+
+
+class _RawPathRestored:
+    def __init__(self, app, key: str):
+        self.app = app
+        self.key = key
+
+    async def __call__(self, scope, receive, send):
+        if self.key in scope:
+            scope["path"] = scope.pop(self.key)
+        await self.app(scope, receive, send)
+
+
+class TimeoutTimerCancelled(bentoml_traffic.TimeoutMiddleware):
+    """BentoML's request timeout (a 504 when no answer has begun within `timeout` seconds), with its
+    timer cancelled as soon as the answer begins.
+
+    BentoML's leaves every request's timer scheduled for the whole timeout (60 s here), and the timer
+    holds the request's context (its tracing span and all it refers to) until it fires: measured,
+    50,000 requests in a minute kept ~200 MB alive in the worker. An answer that fails before it
+    begins is raised at once here, not after the timeout."""
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        begun = loop.create_future()
+        timer = loop.call_later(self.timeout, self._set_timer_out, begun)
+
+        async def send_begun(message):
+            if not begun.done():
+                begun.set_result(None)
+            await send(message)
+
+        answer = asyncio.ensure_future(self.app(scope, receive, send_begun))
+        try:
+            await asyncio.wait((begun, answer), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            answer.cancel()
+            raise
+        finally:
+            timer.cancel()
+        timed_out = begun.done() and begun.exception() is not None
+        if timed_out and answer.cancel():
+            reply = JSONResponse({"error": f"no answer could be given within {self.timeout} seconds"}, status_code=504)
+            await reply(scope, receive, send)
+            return
+        await answer
+
+
+def adapt_bentoml_middlewares() -> None:
+    """Make BentoML build its request-metrics and timeout middlewares from RouteLabelledMetrics and
+    TimeoutTimerCancelled: it imports both classes from their modules when it assembles a
+    service's app, after the service is imported."""
+    bentoml_instruments.RunnerTrafficMetricsMiddleware = RouteLabelledMetrics
+    bentoml_traffic.TimeoutMiddleware = TimeoutTimerCancelled
+    import sys; sys.setswitchinterval(float(os.environ.get("EXP_SWITCH", "0.005")))  # EXPERIMENT
+
+
+def use_own_metrics_directory() -> Path | None:
+    """In a worker of `bentoml serve` (and so of `claimtriage serve`): keep this server's Prometheus
+    files in a directory of its own, before any metric is made.
+
+    BentoML gives every server run under one BENTOML_HOME the same directory, and empties it when a
+    server starts: a second server deleted the first one's counters, and the two then mixed theirs.
+    The directory here is named after the server process (the workers' parent: its id and start
+    time, so a reused id is a new directory); those of servers no longer running are removed.
+    Returns the directory, or None where nothing was changed (not a BentoML worker, or
+    PROMETHEUS_MULTIPROC_DIR chosen by whoever started the server)."""
+    import psutil
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not shared or Path(shared).resolve() != Path(BentoMLContainer.prometheus_multiproc_dir.get()).resolve():
+        return None
+    server = psutil.Process(os.getppid())
+    servers = Path(shared).resolve().with_name("prometheus_multiproc_dir.servers")
+    own = servers / f"{server.pid}-{int(server.create_time())}"
+    _remove_stopped(servers, keep=own)
+    own.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(own)
+    return own
+
+
+def _remove_stopped(servers: Path, keep: Path) -> None:
+    import psutil
+
+    for folder in servers.glob("*-*") if servers.is_dir() else ():
+        pid, _, started = folder.name.partition("-")
+        try:
+            running = int(psutil.Process(int(pid)).create_time()) == int(started)
+        except (ValueError, psutil.Error):
+            running = False
+        if not running and folder != keep:
+            shutil.rmtree(folder, ignore_errors=True)
