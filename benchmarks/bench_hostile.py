@@ -22,7 +22,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: the project's packages
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_service import claims_as_json, free_port, wait_ready  # noqa: E402
+from benchmarks.bench_service import claims_as_json, free_port, trained_home, wait_ready  # noqa: E402
 
 
 def hostile_requests(max_body_bytes: int = 262_144, max_batch_body_bytes: int = 8_388_608,
@@ -171,22 +170,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--paths", type=int, default=50_000)
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="claimtriage-hostile-"))
-    env = {**os.environ, "CLAIMTRIAGE_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-           "CLAIMTRIAGE_DATABASE_URL": f"sqlite:///{home / 'claims.db'}", "BENTOML_DO_NOT_TRACK": "true",
-           "BENTOML_HOME": str(home / "bentoml")}
-    os.environ.update(env)
-    os.chdir(home)
-    from models.config import load_config
-    from serving.store import ClaimStore
-    from training.generate import generate_claims
-    from training.train import run_training
-
-    print(f"training on {args.train_claims:,} synthetic claims in {home} ...", flush=True)
-    book = generate_claims(args.train_claims, seed=0)
-    run_training(book, load_config(), source="benchmark")
-    store = ClaimStore(load_config().database_url)
-    headers = {"Authorization": f"Bearer {store.access.create_key(store.engine, 'benchmark')}"}
+    home, env, book, key = trained_home("claimtriage-hostile-", args.train_claims)
+    headers = {"Authorization": f"Bearer {key}"}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:ClaimTriage", "--host",

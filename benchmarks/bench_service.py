@@ -91,6 +91,28 @@ def interleaved(client: httpx.Client, rounds: list[list[tuple[str, object]]]) ->
     return [np.array(t) for t in times]
 
 
+
+def trained_home(prefix: str, train_claims: int, **extra_env: str):
+    """A private home (registry, claim store, BentoML home) made the process's own, with a champion
+    trained on `train_claims` generated claims (seed 0) and an API key named "benchmark":
+    (home, the environment for servers, the generated claims, the key)."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    env = {**os.environ, "CLAIMTRIAGE_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+           "CLAIMTRIAGE_DATABASE_URL": f"sqlite:///{home / 'claims.db'}", "BENTOML_DO_NOT_TRACK": "true",
+           "BENTOML_HOME": str(home / "bentoml"), **extra_env}
+    os.environ.update(env)
+    os.chdir(home)
+    from models.config import load_config
+    from serving.store import ClaimStore
+    from training.generate import generate_claims
+    from training.train import run_training
+
+    print(f"training on {train_claims:,} synthetic claims in {home} ...", flush=True)
+    book = generate_claims(train_claims, seed=0)
+    run_training(book, load_config(), source="benchmark")
+    store = ClaimStore(load_config().database_url)
+    return home, env, book, store.access.create_key(store.engine, "benchmark")
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--train-claims", type=int, default=200_000)
@@ -100,24 +122,10 @@ def main() -> None:
     parser.add_argument("--concurrent-rounds", type=int, default=4)
     parser.add_argument("--keep", action="store_true", help="keep the temporary registry and claim store")
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="claimtriage-bench-"))
-    env = {**os.environ, "CLAIMTRIAGE_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-           "CLAIMTRIAGE_DATABASE_URL": f"sqlite:///{home / 'claims.db'}", "BENTOML_DO_NOT_TRACK": "true",
-           # mlflow starts uvicorn by name: the environment's own bin folder must come first.
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    os.environ.update(env)
-    os.chdir(home)
-    from models.config import load_config
-    from training.generate import generate_claims
-    from training.train import run_training
-
-    print(f"training on {args.train_claims:,} synthetic claims in {home} ...", flush=True)
-    book = generate_claims(args.train_claims, seed=0)
-    run_training(book, load_config(), source="benchmark")
+    # mlflow starts uvicorn by name: the environment's own bin folder must come first.
+    home, env, book, key = trained_home("claimtriage-bench-", args.train_claims,
+                                        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     from serving.store import ClaimStore
-
-    store = ClaimStore(load_config().database_url)
-    key = store.access.create_key(store.engine, "benchmark")
     # The same service with its group commit off, on a claim store of its own (seeded at its start).
     (home / "alone.toml").write_text("[serving]\nmax_group_claims = 1\n")
     alone_url = f"sqlite:///{home / 'claims-alone.db'}"

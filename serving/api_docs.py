@@ -27,8 +27,8 @@ _PAGE = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True).from_
 <body>
 <header>
 <h1>{{ title }} API</h1>
-<p>Every endpoint but the health checks needs an API key: <code>Authorization: Bearer KEY</code> or
-<code>X-API-Key: KEY</code>. Bodies are JSON. The specification itself, for tools:
+<p>Every endpoint but the health checks (and /metrics, where configured open) needs an API key:
+<code>Authorization: Bearer KEY</code> or <code>X-API-Key: KEY</code>. Bodies are JSON. The specification itself, for tools:
 <a href="/docs.json">/docs.json</a> (OpenAPI {{ version }}).</p>
 <nav><ul>
 {% for op in operations %}

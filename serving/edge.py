@@ -4,27 +4,18 @@ ASGI middlewares, outermost first as the service registers them: security header
 our own pages (/ and /docs, rendered here from the OpenAPI spec, and /static/*), served without
 credentials; the body-size limits (413 before a body is read); JSON only for the scoring endpoints;
 then, after the credentials check (serving/service.py), strict JSON (serving/strict_json.py).
-
-Also adaptations of BentoML made once, when the service module is imported: its request metrics
-are labelled by route template rather than by raw path, its request timeout lets go of each
-request once answered, and each server keeps its Prometheus files in a directory of its own.
+BentoML's own middlewares, outside all of these, are adapted in serving/bentoml_adaptations.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Callable
 
 import anyio.to_thread
-from bentoml._internal.server.http import instruments as bentoml_instruments
-from bentoml._internal.server.http import traffic as bentoml_traffic
 from starlette.datastructures import MutableHeaders
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
-from starlette.routing import Match, Mount
 
 from serving.strict_json import ClaimLimits, Refused, check_batch, check_claim, check_json
 
@@ -36,9 +27,7 @@ CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; img-src 'self'
                            "frame-ancestors 'none'; base-uri 'none'")
 # Bodies at most this large are checked on the event loop (but batches); larger ones in a worker thread.
 PARSE_INLINE_BYTES = 64 * 1024
-UNMATCHED = "unmatched"  # the metrics' endpoint label for a path no route serves
 _STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_CONVERTOR = re.compile(r"\{(\w+):\w+\}")
 
 
 class SecurityHeaders:
@@ -246,156 +235,3 @@ def _replay(body: bytes, receive):
             return {"type": "http.request", "body": body, "more_body": False}
         return await receive()
     return replay
-
-
-def route_template(routes, scope) -> str:
-    """The template of the route that serves `scope`'s path (`/cases/{claim_id}`), or UNMATCHED:
-    a label with few values, whatever paths clients make up. Our own pages have fixed labels."""
-    path = scope["path"]
-    if path == "/docs":
-        return path
-    if path.startswith("/static/"):
-        return "/static/{file}"
-    partial = None
-    for route in routes:
-        match, child = route.matches(scope)
-        if match is Match.NONE:
-            continue
-        inner = _inner_routes(route)
-        if inner is None:
-            template = getattr(route, "path_format", None) or _CONVERTOR.sub(r"{\1}", getattr(route, "path", ""))
-        else:  # a mount (its path, then its app's route) or an included router (its routes)
-            prefix = route.path if isinstance(route, Mount) else ""
-            found = route_template(inner, {**scope, **child})
-            template = prefix + ("/{path}" if found == UNMATCHED else found)
-        if match is Match.FULL:
-            return template
-        partial = partial or template  # the path is served, not with this method: a 405
-    return partial or UNMATCHED
-
-
-def _inner_routes(route):
-    """The routes behind a mount, or behind a router FastAPI included (it keeps them on
-    `original_router`); None for a route that answers itself."""
-    holder = route.app if isinstance(route, Mount) else getattr(route, "original_router", None)
-    return getattr(holder, "routes", None)
-
-
-class RouteLabelledMetrics(bentoml_instruments.RunnerTrafficMetricsMiddleware):
-    """BentoML's request metrics, labelled by route template instead of by raw path.
-
-    BentoML labels `endpoint` with `scope["path"]`: every distinct path a client invents became a
-    new series, kept for the life of the worker (measured: 25,000 made-up /cases/<id> paths grew
-    the worker from 1.0 to 1.6 GB), and /metrics listed real claim ids. Its middleware reads the
-    path once, when a request comes in; so the path it sees is the template, and the raw path is
-    put back before the request goes on (into the app BentoML wraps). BentoML has no setting for
-    this (1.4.40); tests/serving/test_edge.py fails if an upgrade stops this from taking effect.
-    """
-
-    _RAW_PATH = "claimtriage.raw_path"
-
-    def __init__(self, app, **options):
-        super().__init__(_RawPathRestored(app, self._RAW_PATH), **options)
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"] != "/metrics":
-            app = scope.get("app")
-            scope[self._RAW_PATH] = scope["path"]
-            scope["path"] = route_template(getattr(app, "routes", ()), scope)
-        await super().__call__(scope, receive, send)
-
-
-class _RawPathRestored:
-    def __init__(self, app, key: str):
-        self.app = app
-        self.key = key
-
-    async def __call__(self, scope, receive, send):
-        if self.key in scope:
-            scope["path"] = scope.pop(self.key)
-        await self.app(scope, receive, send)
-
-
-class TimeoutTimerCancelled(bentoml_traffic.TimeoutMiddleware):
-    """BentoML's request timeout (a 504 when no answer has begun within `timeout` seconds), with its
-    timer cancelled as soon as the answer begins.
-
-    BentoML's leaves every request's timer scheduled for the whole timeout (60 s here), and the timer
-    holds the request's context (its tracing span and all it refers to) until it fires: measured,
-    50,000 requests in a minute kept ~200 MB alive in the worker. An answer that fails before it
-    begins is raised at once here, not after the timeout."""
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        loop = asyncio.get_running_loop()
-        begun = loop.create_future()
-        timer = loop.call_later(self.timeout, self._set_timer_out, begun)
-
-        async def send_begun(message):
-            if not begun.done():
-                begun.set_result(None)
-            await send(message)
-
-        answer = asyncio.ensure_future(self.app(scope, receive, send_begun))
-        try:
-            await asyncio.wait((begun, answer), return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            answer.cancel()
-            raise
-        finally:
-            timer.cancel()
-        timed_out = begun.done() and begun.exception() is not None
-        if timed_out and answer.cancel():
-            reply = JSONResponse({"error": f"no answer could be given within {self.timeout} seconds"}, status_code=504)
-            await reply(scope, receive, send)
-            return
-        await answer
-
-
-def adapt_bentoml_middlewares() -> None:
-    """Make BentoML build its request-metrics and timeout middlewares from RouteLabelledMetrics and
-    TimeoutTimerCancelled: it imports both classes from their modules when it assembles a
-    service's app, after the service is imported."""
-    bentoml_instruments.RunnerTrafficMetricsMiddleware = RouteLabelledMetrics
-    bentoml_traffic.TimeoutMiddleware = TimeoutTimerCancelled
-    import sys; sys.setswitchinterval(float(os.environ.get("EXP_SWITCH", "0.005")))  # EXPERIMENT
-
-
-def use_own_metrics_directory() -> Path | None:
-    """In a worker of `bentoml serve` (and so of `claimtriage serve`): keep this server's Prometheus
-    files in a directory of its own, before any metric is made.
-
-    BentoML gives every server run under one BENTOML_HOME the same directory, and empties it when a
-    server starts: a second server deleted the first one's counters, and the two then mixed theirs.
-    The directory here is named after the server process (the workers' parent: its id and start
-    time, so a reused id is a new directory); those of servers no longer running are removed.
-    Returns the directory, or None where nothing was changed (not a BentoML worker, or
-    PROMETHEUS_MULTIPROC_DIR chosen by whoever started the server)."""
-    import psutil
-    from bentoml._internal.configuration.containers import BentoMLContainer
-
-    shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not shared or Path(shared).resolve() != Path(BentoMLContainer.prometheus_multiproc_dir.get()).resolve():
-        return None
-    server = psutil.Process(os.getppid())
-    servers = Path(shared).resolve().with_name("prometheus_multiproc_dir.servers")
-    own = servers / f"{server.pid}-{int(server.create_time())}"
-    _remove_stopped(servers, keep=own)
-    own.mkdir(parents=True, exist_ok=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(own)
-    return own
-
-
-def _remove_stopped(servers: Path, keep: Path) -> None:
-    import psutil
-
-    for folder in servers.glob("*-*") if servers.is_dir() else ():
-        pid, _, started = folder.name.partition("-")
-        try:
-            running = int(psutil.Process(int(pid)).create_time()) == int(started)
-        except (ValueError, psutil.Error):
-            running = False
-        if not running and folder != keep:
-            shutil.rmtree(folder, ignore_errors=True)

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 
 from models.config import load_config
 from models.policy import OUTCOMES as OUTCOME_NAMES
-from serving import edge, pages
+from serving import bentoml_adaptations, edge, pages
 from serving.access import SESSION_HOURS, form_token, form_token_matches
 from serving.clock import utc_now
 from serving.grouping import ClaimGroups
@@ -35,8 +35,8 @@ from serving.schemas import BatchResult, Claim, Decision, Feedback, Responder
 from serving.strict_json import ClaimLimits
 
 log = logging.getLogger("claimtriage.serving")
-# Before any metric exists: this server's Prometheus files go to a directory of its own (serving/edge.py).
-edge.use_own_metrics_directory()
+# Before any metric exists: this server's Prometheus files go to a directory of its own.
+bentoml_adaptations.use_own_metrics_directory()
 GROUP_SIZES = bentoml.metrics.Histogram(
     name="claimtriage_score_group_size",
     documentation="Single claims (/score) scored together in one transaction (serving/grouping.py)",
@@ -365,7 +365,8 @@ def _safe_next(target: str) -> str:
 
 # The HTTP edge (serving/edge.py), outermost first; BentoML's own metrics, tracing, access log and
 # timeout wrap them all. Sizes are judged before credentials (nothing is read to judge them), JSON after.
-edge.adapt_bentoml_middlewares()  # its request metrics by route template; its timeouts' timers cancelled
+bentoml_adaptations.adapt_bentoml_middlewares()  # metrics by route template; timeouts' timers let go
+bentoml_adaptations.shorten_interpreter_turns()  # the event loop waits less for threads' turns
 ClaimTriage.add_asgi_middleware(edge.SecurityHeaders)
 ClaimTriage.add_asgi_middleware(edge.OwnPages, spec=lambda: ClaimTriage.openapi_spec.asdict())
 ClaimTriage.add_asgi_middleware(edge.LimitBodies, max_body_bytes=_CONFIG.security.max_body_bytes,

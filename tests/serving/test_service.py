@@ -55,12 +55,9 @@ def test_every_decision_is_committed_before_the_reply_and_rescoring_never_double
 def test_online_scores_equal_the_offline_pipeline_exactly(service):
     bundle, new = service["bundle"], service["new"].iloc[10:40]
     replies = [post(service, "/score", c).json() for c in _as_json(new, bundle)]
-    # Offline, the history is every claim the service has seen: its training claims and what was sent.
-    store = ClaimStore(service["store_url"])
-    with store.engine.connect() as conn:
-        known = set(conn.execute(store.claims.select().with_only_columns(store.claims.c.claim_id)).scalars())
-    claims = service["claims"]
-    offline = bundle.score(new, history=claims.loc[claims["claim_id"].isin(known)])
+    # Offline, the history is every claim the service has seen: its training claims, what this test
+    # sent, and what other tests sent to the same server (claims of their own sharing these entities).
+    offline = bundle.score(new, history=ClaimStore(service["store_url"]).history(new))
     for reply, (_, row) in zip(replies, offline.iterrows()):
         assert reply["claim_id"] == row["claim_id"]
         assert reply["scores"]["fraud_probability"] == row["fraud_probability"]
@@ -109,6 +106,15 @@ BAD_REQUESTS = [
     ("multipart without boundary", "/score", b"--x", "multipart/form-data"),
     ("claims not a list", "/score_batch", json.dumps({"claims": {"a": 1}}).encode(), "application/json"),
     ("oversize batch", "/score_batch", json.dumps({"claims": [{}] * 1001}).encode(), "application/json"),
+    # 413: over config.security.max_body_bytes, refused before it is read
+    ("body over the limit", "/score", b'{"claim_id": "' + b"x" * 300_000 + b'"}', "application/json"),
+    # 400: a key twice, in a claim of a batch
+    ("duplicate keys", "/score_batch", b'{"claims": [{"claim_id": "a", "claim_amount": 1, "claim_amount": 2}]}',
+     "application/json"),
+    # 422: more fields than config.security.max_fields_per_claim
+    ("too many fields", "/score", json.dumps({f"field_{i}": 1 for i in range(501)}).encode(), "application/json"),
+    # 422: explain must be a JSON boolean
+    ("explain not a boolean", "/score_batch", b'{"claims": [], "explain": "yes"}', "application/json"),
 ]
 
 
@@ -150,6 +156,10 @@ BAD_REQUEST_STATUS = {
     "multipart without boundary": 415,
     "claims not a list": 422,
     "oversize batch": 413,
+    "body over the limit": 413,
+    "duplicate keys": 400,
+    "too many fields": 422,
+    "explain not a boolean": 422,
 }
 
 
@@ -183,8 +193,8 @@ def test_model_information_and_bentoml_endpoints(service):
     assert info["version"] == "1" and "test_fraud_roc_auc" in info["metrics"]
     assert info["features"] == service["bundle"].builder.feature_names_
     assert info["policy"]["thresholds"]["siu_fraud_probability"] > 0
-    for path in ("/healthz", "/readyz", "/metrics", "/docs.json"):
-        assert httpx.get(service["base"] + path, timeout=10).status_code == 200, path
+    for path in ("/healthz", "/readyz", "/metrics", "/docs.json"):  # /metrics with a key (security.metrics_access)
+        assert httpx.get(service["base"] + path, timeout=10, headers=service["auth"]).status_code == 200, path
     paths = httpx.get(service["base"] + "/docs.json", timeout=10).json()["paths"]
     assert {"/score", "/score_batch", "/model"} <= set(paths)
 
@@ -204,7 +214,7 @@ def test_single_claims_are_left_out_of_tracing_and_batches_are_not(service):
 
 def _group_sizes(service) -> tuple[float, float]:
     """(groups, claims) so far in the service's histogram of /score group sizes."""
-    metrics = httpx.get(service["base"] + "/metrics", timeout=10).text
+    metrics = httpx.get(service["base"] + "/metrics", timeout=10, headers=service["auth"]).text
     values = dict(line.rsplit(" ", 1) for line in metrics.splitlines()
                   if line.startswith("claimtriage_score_group_size_") and "{" not in line)
     return float(values["claimtriage_score_group_size_count"]), float(values["claimtriage_score_group_size_sum"])
@@ -322,7 +332,7 @@ def test_without_valid_credentials_nothing_is_served_and_nothing_is_said(service
     login = {"username": "ann", "password": "correct horse battery"}
     assert httpx.post(base + "/login", data=login, headers={"Origin": "http://evil.example"}).status_code == 403
     assert httpx.post(base + "/login", data=login).status_code == 403  # not from the login form: no session
-    assert httpx.get(base + "/readyz").status_code == 200 and httpx.get(base + "/metrics").status_code == 200
+    assert httpx.get(base + "/readyz").status_code == 200 and httpx.get(base + "/metrics").status_code == 401
 
     store = ClaimStore(service["store_url"])
     spare = store.access.create_key(store.engine, "spare")
