@@ -5,6 +5,7 @@ address); CLAIMTRIAGE_REQUIRE_POSTGRES=1 makes its absence a failure (see tests/
 
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -85,13 +86,35 @@ def _without_postgres(request) -> None:
 
 @pytest.fixture(scope="session")
 def free_port():
-    """A function giving a port nobody listens on, for a server of the test's own."""
+    """A function giving a port nobody listens on, for a server of the test's own. The port is drawn
+    below the kernel's ephemeral range, so no outgoing connection (a test's client, the database's)
+    can take it between our check and the server's bind, and is never handed out twice in a run (a
+    stopped server's port may still be in TIME_WAIT). A port from the kernel (bind to 0, inside the
+    ephemeral range) was taken by a client connection in CI, and the server could not bind."""
+    import random
     import socket
 
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    candidates = range(10_000, max(low, 20_000))
+    handed: set[int] = set()
+    draw = random.Random()
+
     def port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
+        for _ in range(1000):
+            chosen = draw.choice(candidates)
+            if chosen in handed:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", chosen))
+                except OSError:
+                    continue
+            handed.add(chosen)
+            return chosen
+        raise RuntimeError(f"no free port in {candidates}")
     return port
 
 
