@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from features.mapping import DatasetMapping, apply_mapping, load_mapping, read_source  # noqa: E402
 from models.config import Config, load_config, with_settings  # noqa: E402
-from training.cli import mapping_extras, with_training_overrides  # noqa: E402
+from training.from_mapping import mapping_extras, with_training_overrides  # noqa: E402
 from training.data import Split, claim_times, cross_validation_splits, validate_for_training  # noqa: E402
 from training.fit import Extras, fit_bundle  # noqa: E402
 from training.train import extra_fields  # noqa: E402

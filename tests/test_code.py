@@ -42,3 +42,38 @@ def test_the_check_reports_what_it_should(tmp_path):
     text = "\n".join(report.messages)
     assert "'os' imported but unused" in text and "undefined name 'undefined_name'" in text
     assert "f-string is missing placeholders" in text
+
+
+# What each package may import of the project's own: the flow features <- models <- training / serving,
+# monitoring (pure figures over frames) beside models, and the command line above them all.
+ALLOWED_IMPORTS = {"features": set(), "models": {"features"}, "monitoring": {"features", "models"},
+                   "training": {"features", "models", "monitoring"}, "serving": {"features", "models", "monitoring"},
+                   "cli": {"features", "models", "monitoring", "training", "serving"}}
+
+
+def project_imports(path: Path) -> set[str]:
+    """The project's top-level packages a file imports, anywhere in it (inside functions too)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found & set(ALLOWED_IMPORTS)
+
+
+def test_each_package_imports_only_what_the_flow_allows():
+    wrong = []
+    for package, allowed in ALLOWED_IMPORTS.items():
+        for path in sorted((ROOT / package).rglob("*.py")):  # a package not made yet has no files
+            for imported in sorted(project_imports(path) - allowed - {package}):
+                wrong.append(f"{path.relative_to(ROOT)} imports {imported}")
+    assert wrong == []
+
+
+def test_the_flow_check_sees_an_import_inside_a_function(tmp_path):
+    sneaky = tmp_path / "sneaky.py"
+    sneaky.write_text("def f():\n    from serving.store import ClaimStore\n    import training.train\n")
+    assert project_imports(sneaky) == {"serving", "training"}

@@ -41,7 +41,7 @@ def run_training(frame: pd.DataFrame, config: Config, source: str, progress: Pro
 
     `partial`: the frame came through a dataset mapping, so canonical fields it lacks are absent
     (their features are left out) rather than missing. `mapping`: that mapping as the version
-    carries it (`training.cli.carried_mapping`), so the service takes the extract's own records;
+    carries it (`training.from_mapping.carried_mapping`), so the service takes the extract's own records;
     `source_notes`, what the mapping changed on purpose, are said with the run's own notes.
     """
     progress("validation")

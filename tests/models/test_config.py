@@ -84,7 +84,7 @@ def test_every_bounded_setting_takes_its_default_and_refuses_a_value_out_of_rang
 
 
 def test_a_mappings_training_overrides_are_checked_as_the_files_are(tmp_path):
-    from training.cli import with_training_overrides
+    from training.from_mapping import with_training_overrides
 
     config = load_config(tmp_path / "none.toml")
     assert with_training_overrides(config, {"max_trees": 50}, "m.toml").training.max_trees == 50

@@ -4,7 +4,7 @@ import sqlalchemy as sa
 
 from serving.store import ClaimStore
 from tests.serving.test_store import decision
-from training.cli import main
+from cli.main import main
 
 
 def test_ledger_verify_passes_then_names_the_decision_edited_in_the_database(mlflow_home, typed_claims, capsys):

@@ -14,7 +14,7 @@ import pytest
 
 from features.mapping import apply_mapping, load_mapping, read_source
 from models.pyfunc import load_bundle
-from training.cli import main
+from cli.main import main
 from training.extracts import write_extract
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,7 @@ class Server:
         self.port = port
         self.log = home / f"serve-{self.port}.log"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "training.cli", "serve", "--model", model, "--port", str(self.port)],
+            [sys.executable, "-m", "cli", "serve", "--model", model, "--port", str(self.port)],
             cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{self.port}"
         wait_until_ready(self.process, self.base, self.log)

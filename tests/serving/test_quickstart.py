@@ -28,7 +28,7 @@ def test_serve_on_an_empty_registry_trains_a_synthetic_champion_then_answers(tmp
            "CLAIMTRIAGE_DATABASE_URL": f"sqlite:///{tmp_path / 'claims.db'}",
            "BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": str(tmp_path / "bentoml")}
     log = tmp_path / "serve.log"
-    server = subprocess.Popen([sys.executable, "-m", "training.cli", "serve", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)],
                               cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

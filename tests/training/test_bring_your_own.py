@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from features.mapping import apply_mapping, load_mapping, read_source
 from models.policy import AUTO_APPROVE
 from models.pyfunc import load_bundle
-from training.cli import main
+from cli.main import main
 from training.fit import Extras
 from training.generate import generate_claims
 from training.train import run_training

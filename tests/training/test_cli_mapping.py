@@ -3,7 +3,7 @@ mapping changed on purpose is said."""
 
 import yaml
 
-from training.cli import main
+from cli.main import main
 
 MAPPING = """
 fields:
@@ -56,7 +56,7 @@ def test_a_mapping_s_coarse_dates_reach_the_features_as_training_builds_them(tmp
 
     from features.builder import FeatureBuilder
     from features.mapping import apply_mapping, load_mapping
-    from training.cli import mapping_extras
+    from training.from_mapping import mapping_extras
 
     (tmp_path / "m.yaml").write_text("""
 fields:

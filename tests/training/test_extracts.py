@@ -9,7 +9,7 @@ import pytest
 from features.mapping import apply_mapping, extra_name, load_mapping, read_source
 from features.schema import FIELD_NAMES
 from training import generate
-from training.cli import main
+from cli.main import main
 from training.extracts import DEFAULT_LACKING, FIELD_COLUMNS, claim_numbers, write_extract
 from training.generate import generate_claims
 

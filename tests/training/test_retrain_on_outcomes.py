@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from serving.store import ClaimStore
-from training.cli import main
+from cli.main import main
 from training.generate import generate_claims
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from models.policy import OUTCOMES
 from models.pyfunc import load_bundle, wire_format
 from training import registry
-from training.cli import main
+from cli.main import main
 from training.train import run_training
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,7 @@
-"""`claimtriage`: the command line for data scientists and operators."""
+"""`claimtriage`: the command line for data scientists and operators.
+
+It sits above training/ and serving/ (the only package that imports both): each command imports
+what it runs when it runs."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from models.config import ConfigError, load_config
+from training.from_mapping import carried_mapping, mapping_extras, with_training_overrides
 
 TRAINING_STAGES = ("validation", "cross-validation", "features", "fraud model", "eligibility model", "anomaly detector",
                    "decision policy", "evaluation", "registry")
@@ -37,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--lacking", default="claimant_id,report_date,claim_amount",
                      help="with --extract: canonical fields the extract does not have (comma-separated; "
                           "default claimant_id,report_date,claim_amount; '' for none)")
+    gen.add_argument("--scenario", default="", metavar="NAME[:KEY=VALUE...][,...]",
+                     help="drift to apply (README, Monitoring): later:days=365, inflation:factor=1.3:loss_types=a+b, "
+                          "fraud:odds=3, ring:claims=40:members=10; with --next-month, to that month only")
+    gen.add_argument("--next-month", metavar="PATH",
+                     help="with --out: also write the month reported after the book (same policies and people), "
+                          "shifted by --scenario; --claims counts both")
 
     train = sub.add_parser("train", help="train, evaluate and register a new model version")
     source = train.add_mutually_exclusive_group(required=True)
@@ -85,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--anchor", action="append", default=[], metavar="SEQ:HASH",
                         help="a (seq, hash) kept outside the database, from `ledger head`; repeatable")
     ledger_sub.add_parser("head", help="print the last entry's SEQ:HASH, to keep outside the database")
+    for module in COMMAND_MODULES:
+        module.add_parser(sub)
     return parser
 
 
@@ -105,15 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        return COMMANDS[args.command](args, config)
+        run = COMMANDS.get(args.command) or next(m.run for m in COMMAND_MODULES if m.NAME == args.command)
+        return run(args, config)
     except (ConfigError, ValueError, RuntimeError, FileNotFoundError) as err:  # AccessError is a ValueError
         print(f"claimtriage {args.command}: {err}", file=sys.stderr)
         return 2
 
 
 def _generate(args, config) -> int:
-    from training.generate import generate_claims, write_claims
+    from training.generate import write_claims
+    from training.scenarios import generate_with_scenarios, parse_scenarios
 
+    if args.extract and (args.scenario or args.next_month):
+        raise ValueError("--scenario and --next-month apply to --out, not to --extract")
     if args.extract:
         from training.extracts import write_extract
 
@@ -126,9 +142,14 @@ def _generate(args, config) -> int:
 
     started = time.perf_counter()
     with tqdm(total=2, desc="generate", unit="step", file=sys.stderr) as bar:
-        frame = generate_claims(args.claims, seed=args.seed)
+        frame, month = generate_with_scenarios(args.claims, args.seed, parse_scenarios(args.scenario),
+                                               next_month=bool(args.next_month))
         bar.update()
         write_claims(frame, args.out)
+        if month is not None:
+            write_claims(month, args.next_month)
+            print(f"wrote {len(month):,} claims of the next month to {args.next_month} "
+                  f"(fraud {month['is_fraud'].mean():.2%})")
         bar.update()
     print(f"wrote {len(frame):,} claims to {args.out} in {time.perf_counter() - started:.1f} s "
           f"(fraud {frame['is_fraud'].mean():.2%}, paid as filed {frame['paid_as_filed'].mean():.2%})")
@@ -177,42 +198,6 @@ def _mapped(args):
     raw = read_source(args.data, mapping)
     notes: list[str] = []  # what the mapping changed on purpose (values set missing, dates moved a year)
     return mapping, apply_mapping(raw, mapping, notes), raw, notes
-
-
-def mapping_extras(mapping):
-    """What a mapping adds to the features: its passed-through columns, its dates' precision and the
-    encodings it asks for."""
-    from training.fit import Extras
-
-    return Extras(*mapping.extra_columns, precision=mapping.field_precision, encodings=mapping.extra_encodings)
-
-
-EXAMPLE_RECORDS = 2
-
-
-def carried_mapping(path: str, mapping, raw) -> dict:
-    """What a version trained through a mapping carries, so the service takes the extract's own
-    records: the mapping's rules as written, and a few records of the extract (labels left out)."""
-    import yaml
-
-    from features.mapping import columns_read
-
-    labels = {rule.get("column") for rule in mapping.labels.values()}
-    read = set(columns_read(mapping, labels=False))
-    example = raw[[c for c in raw.columns if c in read]].head(EXAMPLE_RECORDS)
-    return {"rules": yaml.safe_load(Path(path).read_text()), "name": mapping.name,
-            # The extract's other columns: a record may carry them (its export's whole row); they are not read.
-            "columns": [str(c) for c in raw.columns if c not in labels],
-            "example": example.astype(object).where(example.notna(), None).to_dict(orient="records")}
-
-
-def with_training_overrides(config, overrides: dict, where: str):
-    """The mapping's model-shape settings replace the configured ones, checked as the config file's are."""
-    from dataclasses import replace
-
-    from models.config import with_settings
-
-    return replace(config, training=with_settings(config.training, overrides, "training", where))
 
 
 def _print_result(result, config) -> None:
@@ -292,7 +277,7 @@ def _serve(args, config) -> int:
                CLAIMTRIAGE_DATABASE_URL=config.database_url)
     if args.model:
         env["CLAIMTRIAGE_MODEL_URI"] = args.model
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent  # the project: serving/ is found from here
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:ClaimTriage", "--host", host,
                "--port", str(port), "--working-dir", str(root)]
     print(f"serving {serving} on http://{host}:{port} (API docs at /docs; claim store {config.database_url})",
@@ -372,8 +357,10 @@ def _ledger(args, config) -> int:
     return 0 if report.ok else 1
 
 
-COMMANDS = {"adjusters": _adjusters, "export-labels": _export_labels, "keys": _keys, "ledger": _ledger, "generate": _generate, "train": _train, "validate": _validate,
-            "promote": _promote, "serve": _serve}
+COMMANDS = {"adjusters": _adjusters, "export-labels": _export_labels, "keys": _keys, "ledger": _ledger,
+            "generate": _generate, "train": _train, "validate": _validate, "promote": _promote, "serve": _serve}
+# Commands with a module of their own: each has NAME, add_parser(subparsers) and run(args, config) -> exit code.
+COMMAND_MODULES: tuple = ()
 
 if __name__ == "__main__":
     sys.exit(main())

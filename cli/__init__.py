@@ -1,0 +1,1 @@
+"""The command line (`claimtriage`), above training/ and serving/."""
