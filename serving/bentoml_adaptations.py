@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bentoml._internal.server.http import instruments as bentoml_instruments
 from bentoml._internal.server.http import traffic as bentoml_traffic
+from opentelemetry.instrumentation import asgi as otel_asgi
 from starlette.responses import JSONResponse
 from starlette.routing import Match, Mount
 
@@ -104,6 +105,17 @@ class _RawPathRestored:
         await self.app(scope, receive, send)
 
 
+class RequestSpansOnly(otel_asgi.OpenTelemetryMiddleware):
+    """BentoML's tracing middleware with one span per request, without a child span for every
+    piece of the body received and of the answer sent: an 8 MB batch arrives in ~130 pieces, and
+    their spans were ~6% of the event loop's time while a client sent such bodies back to back
+    (benchmarks/bench_hostile.py). The request's own span, its timing and attributes, stay."""
+
+    def __init__(self, app, **options):
+        options.setdefault("exclude_spans", ["receive", "send"])
+        super().__init__(app, **options)
+
+
 class TimeoutTimerCancelled(bentoml_traffic.TimeoutMiddleware):
     """BentoML's request timeout (a 504 when no answer has begun within `timeout` seconds), with a
     timer that holds nothing of the request and is cancelled as soon as the answer begins.
@@ -144,11 +156,12 @@ class TimeoutTimerCancelled(bentoml_traffic.TimeoutMiddleware):
 
 
 def adapt_bentoml_middlewares() -> None:
-    """Make BentoML build its request-metrics and timeout middlewares from RouteLabelledMetrics and
-    TimeoutTimerCancelled: it imports both classes from their modules when it assembles a
-    service's app, after the service is imported."""
+    """Make BentoML build its request-metrics, timeout and tracing middlewares from
+    RouteLabelledMetrics, TimeoutTimerCancelled and RequestSpansOnly: it imports each class from
+    its module when it assembles a service's app, after the service is imported."""
     bentoml_instruments.RunnerTrafficMetricsMiddleware = RouteLabelledMetrics
     bentoml_traffic.TimeoutMiddleware = TimeoutTimerCancelled
+    otel_asgi.OpenTelemetryMiddleware = RequestSpansOnly
 
 
 def shorten_interpreter_turns(seconds: float = INTERPRETER_TURN_SECONDS) -> None:

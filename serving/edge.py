@@ -17,6 +17,7 @@ import anyio.to_thread
 from starlette.datastructures import MutableHeaders
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 
+from serving.body_checker import BodyChecker
 from serving.strict_json import ClaimLimits, Refused, check_batch, check_claim, check_json
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -25,7 +26,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 SECURITY_HEADERS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "no-referrer"}
 CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
                            "frame-ancestors 'none'; base-uri 'none'")
-# Bodies at most this large are checked on the event loop (but batches); larger ones in a worker thread.
+# Bodies at most this large are checked on the event loop (batches in a worker thread); larger ones in
+# a process of their own (serving/body_checker.py).
 PARSE_INLINE_BYTES = 64 * 1024
 _STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -164,14 +166,16 @@ class JsonBodiesOnly:
 
 class StrictJson:
     """ASGI middleware (after the credentials check): the JSON endpoints' bodies are checked by
-    serving/strict_json.py before anything parses them, then handed on byte for byte. A large body
-    is checked in a worker thread, so the event loop keeps answering others meanwhile."""
+    serving/strict_json.py before anything parses them, then handed on byte for byte. A small batch
+    is checked in a worker thread, and a large body in a process of its own, so the event loop and
+    the scoring thread keep answering others meanwhile."""
 
     _RESPOND = re.compile(r"/cases/.+/respond")
 
     def __init__(self, app, limits: ClaimLimits):
         self.app = app
         self.limits = limits
+        self.checker = BodyChecker(limits)
 
     async def __call__(self, scope, receive, send):
         check = self._check_for(scope)
@@ -182,10 +186,12 @@ class StrictJson:
         if body is None:
             return
         try:
-            if len(body) <= PARSE_INLINE_BYTES and scope["path"] != "/score_batch":
+            if len(body) > PARSE_INLINE_BYTES and scope["path"] in ("/score", "/score_batch"):
+                await self.checker.judge(b"c" if scope["path"] == "/score" else b"b", body)
+            elif len(body) > PARSE_INLINE_BYTES or scope["path"] == "/score_batch":  # a batch of 1,001 empty
+                await anyio.to_thread.run_sync(check, body)  # claims is 4 KB, and takes ~3 ms
+            else:
                 check(body)
-            else:  # a batch of 1,001 empty claims is 4 KB, and takes ~3 ms
-                await anyio.to_thread.run_sync(check, body)
         except Refused as refused:
             await JSONResponse({"error": str(refused)}, status_code=refused.status)(scope, receive, send)
             return

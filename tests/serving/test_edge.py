@@ -209,7 +209,7 @@ def test_strict_json_refuses_before_the_app_and_hands_on_the_same_bytes():
     status, _, body, _ = call(strict, "/cases/2025/000777/respond", [b'{"by": "ann", "by": "bob"}'])
     assert status == 400 and "duplicate key 'by'" in json.loads(body)["error"]
     large = json.dumps({"claims": [dict(CLAIM, claim_id=f"E-{i}") for i in range(600)]}).encode()
-    assert len(large) > edge.PARSE_INLINE_BYTES  # checked in a worker thread
+    assert len(large) > edge.PARSE_INLINE_BYTES  # checked in the body checker's process
     assert call(strict, "/score_batch", [large[:70_000], large[70_000:]]) [:3:2] == (200, large)
     bad = large.replace(b'"claim_id": "E-599"', b'"claim_id": "E-599", "claim_id": "again"')
     status, _, body, _ = call(strict, "/score_batch", [bad])
@@ -270,6 +270,10 @@ def test_bentoml_builds_its_metrics_middleware_from_ours_and_labels_by_template(
     app = ClaimTriage.to_asgi()
     built = [m.cls for m in app.user_middleware]
     assert bentoml_adaptations.RouteLabelledMetrics in built and bentoml_adaptations.TimeoutTimerCancelled in built
+    tracing = [m for m in app.user_middleware if m.cls is bentoml_adaptations.RequestSpansOnly]
+    assert len(tracing) == 1 and tracing[0].kwargs["excluded_urls"] is not None  # BentoML's own options kept
+    made = tracing[0].cls(None, **tracing[0].kwargs)
+    assert made.exclude_receive_span and made.exclude_send_span  # one span a request, none a body piece
     expected = {("GET", "/cases/C-1"): "/cases/{claim_id}", ("GET", "/cases/2025/000777"): "/cases/{claim_id}",
                 ("POST", "/cases/2025/000777/respond"): "/cases/{claim_id}/respond",
                 ("POST", "/review/a/b/outcome"): "/review/{claim_id}/outcome", ("GET", "/review/a b"): "/review/{claim_id}",
@@ -494,7 +498,7 @@ def test_strict_json_and_capped_error_lists_over_http(service):
 @pytest.mark.slow
 def test_score_latency_holds_while_maximal_bad_requests_arrive(service):
     """Loose: /score's p99 with an attacker sending maximal bad requests stays under 5x its idle p99
-    plus 100 ms (benchmarks/bench_hostile.py measures it properly: about 1-1.5x there)."""
+    plus 100 ms (benchmarks/bench_hostile.py measures it properly: p50 1.4-1.6x, p99 2.1-2.5x there on a quiet machine)."""
     sys.path.insert(0, str(ROOT))
     from benchmarks.bench_hostile import idle_and_hostile
 
