@@ -9,6 +9,8 @@ PostgreSQL must not pass for one with it).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -100,3 +102,61 @@ def _without_postgres(reports) -> dict[str, str]:
             text = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longreprtext.strip()
             out[report.nodeid] = text.removeprefix("Skipped: ").splitlines()[-1]
     return out
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A function giving a port nobody listens on, for a server of the test's own. The port is drawn
+    below the kernel's ephemeral range, so no outgoing connection (a test's client, the database's)
+    can take it between our check and the server's bind, and is never handed out twice in a run (a
+    stopped server's port may still be in TIME_WAIT). A port from the kernel (bind to 0, inside the
+    ephemeral range) was taken by a client connection in CI, and the server could not bind."""
+    import random
+    import socket
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    candidates = range(10_000, max(low, 20_000))
+    handed: set[int] = set()
+    draw = random.Random()
+
+    def port() -> int:
+        for _ in range(1000):
+            chosen = draw.choice(candidates)
+            if chosen in handed:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", chosen))
+                except OSError:
+                    continue
+            handed.add(chosen)
+            return chosen
+        raise RuntimeError(f"no free port in {candidates}")
+    return port
+
+
+@pytest.fixture(scope="session")
+def wait_until_ready():
+    """A function that waits for a started server to answer /readyz; the test fails with the end of
+    the server's log if it exits first or is not ready in time (the server is then stopped)."""
+    import time
+
+    import httpx
+
+    def wait(server, base: str, log, seconds: float = 180) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                pytest.fail(f"server exited with {server.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        server.terminate()
+        pytest.fail(f"not ready after {seconds:.0f} s:\n{log.read_text()[-4000:]}")
+    return wait

@@ -1,6 +1,11 @@
-"""Calling the served service from tests: claims as JSON, and requests with the tests' API key."""
+"""Calling the served service from tests: claims as JSON, requests with the tests' API key, and a
+`claimtriage serve` of a test's own."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -34,3 +39,29 @@ def clear_queue(service, keep) -> None:
         if case["claim_id"] not in keep:
             store.record_outcome(case["claim_id"], "not_fraud", "cleared by a test of the shared server",
                                  "tests", via="api key tests")
+
+
+class Server:
+    """`claimtriage serve --model URI` as a user runs it, on a port of its own."""
+
+    def __init__(self, home: Path, env: dict, model: str, port: int, wait_until_ready, key: str | None = None):
+        self.port = port
+        self.log = home / f"serve-{self.port}.log"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cli", "serve", "--model", model, "--port", str(self.port)],
+            cwd=Path(__file__).resolve().parents[2], env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        self.base = f"http://127.0.0.1:{self.port}"
+        wait_until_ready(self.process, self.base, self.log)
+        printed = self.log.read_text()
+        self.key = key or printed.split("API key (Authorization: Bearer ...): ")[1].split()[0]
+        self.auth = {"Authorization": f"Bearer {self.key}"}
+
+    def post(self, path: str, body) -> httpx.Response:
+        return httpx.post(self.base + path, json=body, headers=self.auth, timeout=60)
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.base + path, headers=self.auth, timeout=60)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)

@@ -3,11 +3,8 @@ extract's own records (and canonical ones), answer as the offline pipeline does,
 extract's column in every error."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,37 +13,12 @@ from features.mapping import apply_mapping, load_mapping, read_source
 from models.pyfunc import load_bundle
 from cli.main import main
 from training.extracts import write_extract
+from tests.serving.client import Server
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 PUBLIC = ROOT / "tests/data/insurance_claims.csv"
 SHIPPED = ROOT / "mappings/insurance_claims.yaml"
-
-
-class Server:
-    """`claimtriage serve --model URI` as a user runs it, on a port of its own."""
-
-    def __init__(self, home: Path, env: dict, model: str, port: int, wait_until_ready, key: str | None = None):
-        self.port = port
-        self.log = home / f"serve-{self.port}.log"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--model", model, "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
-        self.base = f"http://127.0.0.1:{self.port}"
-        wait_until_ready(self.process, self.base, self.log)
-        printed = self.log.read_text()
-        self.key = key or printed.split("API key (Authorization: Bearer ...): ")[1].split()[0]
-        self.auth = {"Authorization": f"Bearer {self.key}"}
-
-    def post(self, path: str, body) -> httpx.Response:
-        return httpx.post(self.base + path, json=body, headers=self.auth, timeout=60)
-
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.base + path, headers=self.auth, timeout=60)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
