@@ -5,7 +5,10 @@ servers, then measures single-claim latency (ours: /score with explanations and 
 MLflow: /invocations, scores only) and batch throughput with batches of 256 (ours with and
 without explanations; MLflow scores only), and single claims sent by 1 and by 8 clients at once (ours with
 its group commit, serving/grouping.py, with it off, and the same scorer behind BentoML's adaptive
-batching, benchmarks/adaptive_service.py; against MLflow). Requests go in turn, so both meet the same
+batching, benchmarks/adaptive_service.py; against MLflow). Last, /score with and without a shadow
+challenger (serving/shadow.py), side by side: the same service on stores of their own, one of them
+with a `challenger` alias (a second version of the same model, so it costs what the champion costs)
+scored off the answer's path. Requests go in turn, so both meet the same
 machine (it is shared, and its speed drifts); throughput is taken from the median batch. Two in
 three benchmark claims reuse the claimant, policy, provider, payee, phone and address of a
 training claim, so our history features count real earlier claims. Prints medians and
@@ -121,6 +124,7 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8", help="numbers of concurrent clients sending single claims")
     parser.add_argument("--concurrent-rounds", type=int, default=4)
     parser.add_argument("--keep", action="store_true", help="keep the temporary registry and claim store")
+    parser.add_argument("--only-shadow", action="store_true", help="only /score with and without a challenger")
     args = parser.parse_args()
     # mlflow starts uvicorn by name: the environment's own bin folder must come first.
     home, env, book, key = trained_home("claimtriage-bench-", args.train_claims,
@@ -150,11 +154,31 @@ def main() -> None:
     theirs = subprocess.Popen([str(bin_dir / "mlflow"), "models", "serve", "-m", "models:/claim-triage@champion",
                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(theirs_port), "-w", "1"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shadowed = None
     try:
         wait_ready(f"http://127.0.0.1:{ours_port}/readyz", ours)
         wait_ready(f"http://127.0.0.1:{alone_port}/readyz", alone)
         wait_ready(f"http://127.0.0.1:{adaptive_port}/readyz", adaptive)
         wait_ready(f"http://127.0.0.1:{theirs_port}/ping", theirs)
+        # Only now a challenger: the servers above have loaded theirs (none); this one loads it.
+        shadowed_port, shadowed_url = free_port(), f"sqlite:///{home / 'claims-shadowed.db'}"
+        shadowed_store = ClaimStore(shadowed_url)
+        shadowed_key = shadowed_store.access.create_key(shadowed_store.engine, "benchmark")
+        challenger = register_challenger()
+        shadowed = serve("serving.service:ClaimTriage", shadowed_port, CLAIMTRIAGE_DATABASE_URL=shadowed_url)
+        wait_ready(f"http://127.0.0.1:{shadowed_port}/readyz", shadowed)
+        about = httpx.get(f"http://127.0.0.1:{shadowed_port}/model", timeout=30,
+                          headers={"Authorization": f"Bearer {shadowed_key}"}).json()
+        if (about["challenger"] or {}).get("version") != challenger:
+            raise RuntimeError(f"the shadowed server has no challenger version {challenger}: {about['challenger']}")
+        report_shadow(args, f"http://127.0.0.1:{ours_port}", key, f"http://127.0.0.1:{shadowed_port}", shadowed_key,
+                      book)
+        time.sleep(2)  # the challenger's last claims
+        with shadowed_store.engine.connect() as conn:
+            written = conn.exec_driver_sql("SELECT count(*) FROM shadow_decisions").scalar_one()
+        print(f"shadow rows written by challenger version {challenger}: {written:,}")
+        if args.only_shadow:
+            return
         report(args, f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{theirs_port}", key, book)
         for clients in (int(n) for n in args.clients.split(",")):
             report_concurrent(args, clients, [
@@ -165,11 +189,52 @@ def main() -> None:
                 ("mlflow /invocations (scores only)", f"http://127.0.0.1:{theirs_port}/invocations", key, "mlflow")],
                 book)
     finally:
-        for process in (ours, alone, adaptive, theirs):
+        for process in (ours, alone, adaptive, theirs, *([shadowed] if shadowed else [])):
             process.terminate()
             process.wait(timeout=30)
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def register_challenger() -> str:
+    """A second version of the champion's model under the `challenger` alias: a challenger that costs
+    exactly what the champion costs to score."""
+    from mlflow import MlflowClient
+
+    from models.config import load_config
+
+    registry = load_config().registry
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(registry.model_name, registry.champion_alias)
+    copy = client.create_model_version(registry.model_name, champion.source, run_id=champion.run_id)
+    client.set_registered_model_alias(registry.model_name, registry.challenger_alias, copy.version)
+    return str(copy.version)
+
+
+def report_shadow(args, plain: str, plain_key: str, shadowed: str, shadowed_key: str, book) -> None:
+    """Single claims to /score with and without a shadow challenger, in turn (each server its own
+    store, so each claim is new to both): p50 and p99, and their ratio (issue #14's target: p99 at
+    most 1.25 times)."""
+    claims = claims_as_json(args.singles + 20, seed=404, book=book)
+    auth = lambda key: {"Authorization": f"Bearer {key}"}  # noqa: E731
+    with httpx.Client(timeout=120, headers=auth(plain_key)) as without, \
+            httpx.Client(timeout=120, headers=auth(shadowed_key)) as with_:
+        for warm in claims[:20]:
+            without.post(f"{plain}/score", json=warm)
+            with_.post(f"{shadowed}/score", json=warm)
+        times = [[], []]
+        for i, claim in enumerate(claims[20:]):
+            order = [(0, without, plain), (1, with_, shadowed)]
+            for k, client, base in order if i % 2 == 0 else order[::-1]:  # who goes first alternates
+                times[k].append(timed_post(client, f"{base}/score", claim) * 1000)
+    plain_ms, shadowed_ms = (np.array(t) for t in times)
+    pct = lambda a, q: float(np.percentile(a, q))  # noqa: E731
+    print(f"\n/score with and without a shadow challenger ({len(plain_ms)} single claims each, in turn)")
+    print(f"{'':44s} {'p50 ms':>8s} {'p99 ms':>8s}")
+    print(f"{'without a challenger':44s} {pct(plain_ms, 50):8.1f} {pct(plain_ms, 99):8.1f}")
+    print(f"{'with a challenger in the shadow':44s} {pct(shadowed_ms, 50):8.1f} {pct(shadowed_ms, 99):8.1f}")
+    print(f"ratio with/without: p50 {pct(shadowed_ms, 50) / pct(plain_ms, 50):.2f}x, "
+          f"p99 {pct(shadowed_ms, 99) / pct(plain_ms, 99):.2f}x (target: p99 at most 1.25x)")
 
 
 def report(args, ours: str, theirs: str, key: str, book) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from cli import compare_command, monitor_command, profile_command, retrain_command
 from models.config import ConfigError, load_config
 from training.from_mapping import carried_mapping, mapping_extras, with_training_overrides
 
@@ -72,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("version")
     promote.add_argument("--force", action="store_true", help="promote even if worse (recorded as a tag)")
     promote.add_argument("--reason", default="", help="why, recorded with --force")
+    promote.add_argument("--live", action="store_true", help="first print the version's live comparison with the "
+                                                             "champion in its shadow (`claimtriage compare`)")
     export = sub.add_parser("export-labels",
                             help="write every claim with a recorded outcome, as stored, with its training labels")
     export.add_argument("--out", required=True, help="output file, .parquet or .csv; train on it with --data")
@@ -241,6 +244,10 @@ def _validate(args, config) -> int:
 def _promote(args, config) -> int:
     from training.registry import promote
 
+    if args.live:
+        from cli.compare_command import print_live
+
+        print_live(args.version, config)
     print(promote(args.version, config, force=args.force, reason=args.reason).summary())
     return 0
 
@@ -360,7 +367,7 @@ def _ledger(args, config) -> int:
 COMMANDS = {"adjusters": _adjusters, "export-labels": _export_labels, "keys": _keys, "ledger": _ledger,
             "generate": _generate, "train": _train, "validate": _validate, "promote": _promote, "serve": _serve}
 # Commands with a module of their own: each has NAME, add_parser(subparsers) and run(args, config) -> exit code.
-COMMAND_MODULES: tuple = ()
+COMMAND_MODULES: tuple = (profile_command, monitor_command, retrain_command, compare_command)
 
 if __name__ == "__main__":
     sys.exit(main())

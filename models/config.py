@@ -44,6 +44,7 @@ class RegistryConfig:
     experiment: str = "claim-triage"
     model_name: str = "claim-triage"
     champion_alias: str = "champion"
+    challenger_alias: str = "challenger"  # scored in the shadow of the champion (serving/shadow.py)
     promotion_tolerance: float = _bounded(0.0, "at least 0")
 
 
@@ -101,6 +102,12 @@ class ServingConfig:
     trace_single_claims: bool = False
     shap_engine: str = _bounded("tables", '"tables" or "reference"')
     synthetic_claims_if_no_champion: int = _bounded(200_000, "at least 1")
+    # The shadow challenger (serving/shadow.py): claims waiting for it at most (more are skipped and
+    # counted, never waited for), and claims it scores together.
+    shadow_queue_claims: int = _bounded(10_000, "at least 1")
+    shadow_batch_claims: int = _bounded(64, "at least 1")
+    # How often the overdue-cases gauge on /metrics is counted from the store (serving/live_metrics.py).
+    overdue_refresh_seconds: float = _bounded(30.0, "above 0")
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,22 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class MonitoringConfig:
+    """`claimtriage monitor`: the period it looks at, how figures are judged, and when it alerts."""
+
+    period_days: int = _bounded(7, "at least 1")  # without --since: the last this many days
+    weekly_after_days: int = _bounded(56, "at least 1")  # a longer period shows its decision mix per week
+    min_labels: int = _bounded(30, "at least 1")  # fewer labelled claims: "not enough labels", no quality alert
+    confidence_z: float = _bounded(1.96, "above 0")  # two-sided Wilson interval of a realised share (95%)
+    reliability_bins: int = _bounded(10, "at least 2")
+    psi_alert: float = _bounded(0.25, "above 0")  # on a score or one of the top features
+    psi_alert_top_features: int = _bounded(10, "at least 1")
+    # Fewer claims in the period: drift is shown but never alerted on (PSI moves by chance on few claims).
+    min_drift_claims: int = _bounded(500, "at least 1")
+    max_overdue_cases: int = _bounded(10, "at least 0")  # more cases past a deadline now: an alert
+
+
+@dataclass(frozen=True)
 class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     targets: DecisionTargets = field(default_factory=DecisionTargets)
@@ -125,6 +148,7 @@ class Config:
     deadlines: Deadlines = field(default_factory=Deadlines)
     serving: ServingConfig = field(default_factory=ServingConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     home: Path = field(default_factory=Path.cwd)
 
     @property

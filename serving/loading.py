@@ -14,7 +14,9 @@ from mlflow.exceptions import MlflowException
 from models.config import Config, load_config
 from models.pyfunc import load_bundle
 from serving.schemas import EXAMPLE_CLAIM
+from serving.live_metrics import LiveMetrics
 from serving.scoring import Scorer
+from serving.shadow import Challenger, Shadow, shadow_table
 from serving.store import ClaimStore
 
 log = logging.getLogger("claimtriage.serving")
@@ -82,8 +84,11 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
-def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[Scorer, dict]:
-    """Everything the service needs, loaded once per process."""
+def load_scorer(uri: str | None = None, config: Config | None = None,
+                metrics: LiveMetrics | None = None) -> tuple[Scorer, dict]:
+    """Everything the service needs, loaded once per process: the champion (or the version `uri`
+    names), the claim store, and the challenger to score in its shadow if the registry has one.
+    `metrics`, where given, count the decisions and the shadow's."""
     config = config or load_config()
     client, uri, version = open_version(config, uri)
     bundle = load_bundle(f"models:/{version.name}/{version.version}")
@@ -92,6 +97,11 @@ def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[S
     scorer = Scorer(bundle, str(version.version), store, config.deadlines,
                     max_batch=config.serving.max_batch_claims, max_group=config.serving.max_group_claims,
                     shap_engine=config.serving.shap_engine, max_errors_listed=config.security.max_errors_listed)
+    shadow = open_shadow(config, client, version, store, metrics)
+    if shadow is not None:
+        scorer.add_shadow(shadow)
+    if metrics is not None:
+        scorer.on_decided = metrics.decided
     run = client.get_run(version.run_id)
     info = {
         "model_uri": uri, "name": version.name, "version": str(version.version), "run_id": version.run_id,
@@ -102,12 +112,47 @@ def load_scorer(uri: str | None = None, config: Config | None = None) -> tuple[S
         "max_batch_claims": scorer.max_batch, "max_group_claims": scorer.max_group,
         "shap_engine": scorer.explainer.engine,
         "record_shapes": scorer.shapes.describe(_canonical_example(scorer)),
+        "challenger": None if shadow is None else shadow.describe(),
     }
     # Everything loaded so far lives as long as the process: keep it out of the garbage
     # collector's full passes, which otherwise walk it and stall a request now and then.
     gc.collect()
     gc.freeze()
     return scorer, info
+
+
+def challenger_version(config: Config, client: MlflowClient, served):
+    """The version the challenger alias names, or None: no such alias, or it names the served version."""
+    name, alias = served.name, config.registry.challenger_alias
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    return None if str(version.version) == str(served.version) else version
+
+
+def open_shadow(config: Config, client: MlflowClient, served, store: ClaimStore,
+                metrics: LiveMetrics | None = None) -> Shadow | None:
+    """The challenger scoring in the served version's shadow, or None where there is none. Its
+    table is made in any case, so that `claimtriage compare` finds it. A challenger that cannot be
+    loaded is logged and left out: the champion serves regardless."""
+    table = shadow_table(store.metadata)
+    table.create(store.engine, checkfirst=True)
+    version = challenger_version(config, client, served)
+    if version is None:
+        return None
+    try:
+        bundle = load_bundle(f"models:/{version.name}/{version.version}")
+    except Exception as err:  # noqa: BLE001
+        log.error("challenger %s version %s cannot be loaded, no shadow: %s", version.name, version.version,
+                  _first_line(err))
+        return None
+    log.info("challenger %s version %s scores in the shadow of version %s", version.name, version.version,
+             served.version)
+    return Shadow(Challenger(bundle, str(version.version)), store.engine, table,
+                  max_queue=config.serving.shadow_queue_claims, max_batch=config.serving.shadow_batch_claims,
+                  on_scored=None if metrics is None else metrics.shadow_scored,
+                  on_skipped=None if metrics is None else metrics.shadow_skipped.inc)
 
 
 def _canonical_example(scorer: Scorer) -> dict:

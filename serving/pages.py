@@ -123,6 +123,41 @@ def waterfall(model: str, reasons: list[dict], total: dict | None, width: int = 
     return chart
 
 
+INDICATOR_DAYS = (7, 30, 90)
+MIX_COLOURS = {"AUTO_APPROVE": "#12b76a", "STANDARD_REVIEW": "#98a2b3", "ENHANCED_REVIEW": "#f79009",
+               "SIU_REFERRAL": "#d92d20"}
+
+
+def indicators_page(figures: dict, since: datetime, until: datetime, days: int, now: datetime,
+                    user: str | None = None, csrf: str = "") -> str:
+    """The claims managers' page: the service indicators of the last `days` days
+    (monitoring.indicators), and the decision mix per day or week as stacked bars."""
+    return _render("indicators.html", "Service indicators", user, csrf, figures=figures, since=since,
+                   until=until, days=days, choices=INDICATOR_DAYS, now=now, chart=mix_chart(figures["decision_mix"]),
+                   colours=MIX_COLOURS)
+
+
+def mix_chart(mix: dict, width: int = 720, height: int = 220) -> dict | None:
+    """The decision mix's geometry: one stacked bar per day (or week), highest total full height."""
+    rows = mix["rows"]
+    if not rows:
+        return None
+    top = max(sum(row[d] for d in MIX_COLOURS) for row in rows) or 1
+    left, bottom = 40, 24
+    slot = (width - left) / len(rows)
+    bars = []
+    for i, row in enumerate(rows):
+        x, level, parts = left + i * slot + slot * 0.15, height - bottom, []
+        for decision, colour in MIX_COLOURS.items():
+            h = row[decision] / top * (height - bottom - 8)
+            if row[decision]:
+                parts.append({"decision": decision, "n": row[decision], "y": level - h, "height": h, "colour": colour})
+            level -= h
+        bars.append({"period": row["period"], "x": x, "width": slot * 0.7, "parts": parts,
+                     "total": sum(row[d] for d in MIX_COLOURS), "label": i % max(1, len(rows) // 8) == 0})
+    return {"width": width, "height": height, "bottom": height - bottom, "top": top, "bars": bars, "left": left}
+
+
 def not_found_page(claim_id: str, user: str | None = None, csrf: str = "") -> str:
     return _render("not_found.html", "Not found", user, csrf, claim_id=claim_id)
 

@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import signal
+from datetime import timedelta
 from typing import Literal, Optional
 from urllib.parse import quote, urlsplit
 
@@ -30,6 +31,7 @@ from serving import bentoml_adaptations, edge, pages
 from serving.access import SESSION_HOURS, form_token, form_token_matches
 from serving.clock import utc_now
 from serving.grouping import ClaimGroups
+from serving.live_metrics import LiveMetrics
 from serving.review import STATUSES, ReviewError
 from serving.schemas import BatchResult, Claim, Decision, Feedback, Responder
 from serving.strict_json import ClaimLimits
@@ -41,6 +43,7 @@ GROUP_SIZES = bentoml.metrics.Histogram(
     name="claimtriage_score_group_size",
     documentation="Single claims (/score) scored together in one transaction (serving/grouping.py)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000))
+LIVE_METRICS = LiveMetrics()  # decisions, scores, overdue cases, the shadow challenger (serving/live_metrics.py)
 MODEL_URI_ENV = "CLAIMTRIAGE_MODEL_URI"
 # /docs is our own page (serving/edge.py): FastAPI's and ReDoc's load their scripts from a CDN.
 info = FastAPI(title="model information", docs_url=None, redoc_url=None)
@@ -117,7 +120,7 @@ class ClaimTriage:
         from serving.loading import StartupError, load_scorer
 
         try:
-            self.scorer, self.model_info = load_scorer(os.environ.get(MODEL_URI_ENV), _CONFIG)
+            self.scorer, self.model_info = load_scorer(os.environ.get(MODEL_URI_ENV), _CONFIG, LIVE_METRICS)
         except StartupError as err:
             # BentoML would start this worker again and again; a service that cannot start stops.
             log.critical("claim-triage cannot start: %s", err)
@@ -126,6 +129,8 @@ class ClaimTriage:
         self.max_batch = self.scorer.max_batch
         self.groups = ClaimGroups(self.scorer.score_each, self.scorer.max_group, on_group=GROUP_SIZES.observe)
         RequireCredentials.store = self.scorer.store  # the same engine checks credentials
+        LIVE_METRICS.watch_overdue(self.scorer.store.engine, self.scorer.store.review.cases,
+                                   _CONFIG.serving.overdue_refresh_seconds)
 
     @bentoml.api(route="/score")
     async def score(self, claim: Claim, /) -> Decision:  # type: ignore[valid-type]
@@ -145,7 +150,8 @@ class ClaimTriage:
 
     @info.get("/model")
     def model(self) -> dict:
-        """GET /model: the served model's version, trained-at, run metrics, thresholds and features."""
+        """GET /model: the served model's version, trained-at, run metrics, thresholds and features, and
+        `challenger`: the version scoring in its shadow (serving/shadow.py), or null."""
         return self.model_info
 
     @info.get("/cases")
@@ -214,6 +220,19 @@ class ClaimTriage:
             message = f"Outcome recorded for claim {recorded}; it has left the queue."  # escaped by the page
         return pages.queue_page(cases, now, decision, overdue, message, user=request.state.adjuster,
                                 csrf=request.state.form_token)
+
+    @info.get("/indicators", response_class=HTMLResponse, include_in_schema=False)
+    def indicators_page(self, request: Request, days: int = pages.INDICATOR_DAYS[0]):
+        """The claims managers' page: the service indicators of the last 7, 30 or 90 days."""
+        from serving.monitor_reads import service_indicators
+
+        days = days if days in pages.INDICATOR_DAYS else pages.INDICATOR_DAYS[0]
+        now = utc_now()
+        since = now - timedelta(days=days)
+        _, figures = service_indicators(self.scorer.store, since, now, now, _CONFIG.monitoring.weekly_after_days,
+                                        _CONFIG.targets)
+        return pages.indicators_page(figures, since, now, days, now, user=request.state.adjuster,
+                                     csrf=request.state.form_token)
 
     @info.get("/review/{claim_id:path}", response_class=HTMLResponse, include_in_schema=False)
     def review_case(self, request: Request, claim_id: str):
@@ -298,7 +317,7 @@ class RequireCredentials:
             await _UNAUTHORISED(scope, receive, send)
             return
         access, engine = self.store.access, self.store.engine
-        if scope["path"].startswith("/review"):
+        if _page(scope["path"]):
             token = _cookie(headers.get(b"cookie", b""), SESSION_COOKIE)
             user = access.session_user(engine, token) if token else None
             if user is None:
@@ -320,6 +339,11 @@ class RequireCredentials:
 
 
 _CROSS_SITE = JSONResponse({"error": "a form sent from another site is refused"}, status_code=403)
+
+
+def _page(path: str) -> bool:
+    """The adjusters' pages, behind a login session (the API's paths take a key)."""
+    return path.startswith("/review") or path == "/indicators"
 
 
 def _page_form(path: str) -> bool:
@@ -356,9 +380,9 @@ def _cookie(header: bytes, name: str) -> str | None:
 
 
 def _safe_next(target: str) -> str:
-    """Only back to a review page of this service (`/review`, `/review/...`, `/review?...`), never to
-    another site: no `//` or backslash a browser could read as another host, no control characters."""
-    shaped = target == "/review" or target.startswith(("/review/", "/review?"))
+    """Only back to a page of this service (`/review`, `/review/...`, `/review?...`, `/indicators...`), never
+    to another site: no `//` or backslash a browser could read as another host, no control characters."""
+    shaped = target in ("/review", "/indicators") or target.startswith(("/review/", "/review?", "/indicators?"))
     unsafe = "//" in target or "\\" in target or not target.isprintable() or len(target) > 2048
     return target if shaped and not unsafe else "/review"
 

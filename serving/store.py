@@ -530,9 +530,10 @@ class Intake:
             return self.index.history(claims, wanted)
         return self.store._sql_history.count(self.conn, claims, wanted)
 
-    def decide(self, claims: list[dict], responses: list[dict], model_version: str) -> None:
+    def decide(self, claims: list[dict], responses: list[dict], model_version: str) -> list[int]:
         """The decisions (one per claim, in order) of claims `put` in this transaction, their review
-        cases and ledger entries: each decision's entry covers its claim too (`claim_digest`)."""
+        cases and ledger entries: each decision's entry covers its claim too (`claim_digest`).
+        Returns the decisions' ids, in order (a shadow challenger's rows refer to them)."""
         now = utc_now()
         ids = self._decision_ids(len(claims))
         decisions = [{
@@ -551,6 +552,7 @@ class Intake:
         # in one append (one lock): the decisions, then each case opened or moved.
         self.store.ledger.append(self.conn, [LedgerEntry.of("decision", row) for row in decisions]
                                  + [LedgerEntry.of("case", case) for case in cases])
+        return ids
 
     def _decision_ids(self, n: int) -> list[int]:
         """Ids for `n` new decisions, increasing, given before the insert so that no row has to

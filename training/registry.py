@@ -109,13 +109,7 @@ def promote(version: str, config: Config, force: bool = False, reason: str = "")
     if current is None or str(current.version) == str(candidate.version):
         result = Promotion(str(candidate.version), None, {}, {}, False)
     else:
-        claims = _evaluation_claims(client, candidate.run_id)
-        ours = compare_metrics(load_bundle(f"models:/{name}/{candidate.version}"), claims)
-        theirs = compare_metrics(load_bundle(f"models:/{name}/{current.version}"), claims)
-        shared = [k for k in ours if k in theirs]
-        worse = [k for k in shared if ours[k] < theirs[k] - config.registry.promotion_tolerance]
-        result = Promotion(str(candidate.version), str(current.version), {k: ours[k] for k in shared},
-                           {k: theirs[k] for k in shared}, forced=bool(worse))
+        result, worse = judge(client, config, candidate, current)
         if worse and not force:
             raise PromotionError(f"version {candidate.version} is worse than champion version {current.version} "
                                  f"on {', '.join(worse)} (use --force to promote anyway):\n"
@@ -128,6 +122,62 @@ def promote(version: str, config: Config, force: bool = False, reason: str = "")
     if force:
         client.set_model_version_tag(name, candidate.version, "forced", reason or "forced without a reason")
     return result
+
+
+def judge(client: MlflowClient, config: Config, candidate, current) -> tuple[Promotion, list[str]]:
+    """The promotion gate: candidate and champion versions scored on the candidate's own test claims;
+    with the metrics on which the candidate is worse beyond the tolerance."""
+    name = config.registry.model_name
+    claims = _evaluation_claims(client, candidate.run_id)
+    ours = compare_metrics(load_bundle(f"models:/{name}/{candidate.version}"), claims)
+    theirs = compare_metrics(load_bundle(f"models:/{name}/{current.version}"), claims)
+    shared = [k for k in ours if k in theirs]
+    worse = [k for k in shared if ours[k] < theirs[k] - config.registry.promotion_tolerance]
+    return Promotion(str(candidate.version), str(current.version), {k: ours[k] for k in shared},
+                     {k: theirs[k] for k in shared}, forced=bool(worse)), worse
+
+
+def registered_version(client: MlflowClient, config: Config, version: str):
+    """A registered version of the model, or an error naming the versions and aliases there are."""
+    name = config.registry.model_name
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException:
+        raise PromotionError(f"{name} has no version {version}; {what_is_registered(client, config)}") from None
+
+
+def what_is_registered(client: MlflowClient, config: Config) -> str:
+    """The model's versions and aliases, in words, for errors that must say what exists."""
+    name = config.registry.model_name
+    versions = sorted((str(v.version) for v in client.search_model_versions(f"name='{name}'")), key=int)
+    if not versions:
+        return f"{name} has no versions yet"
+    try:
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException:
+        aliases = {}
+    named = ", ".join(f"{alias} -> {v}" for alias, v in sorted(aliases.items())) or "none"
+    return f"versions: {', '.join(versions)}; aliases: {named}"
+
+
+def point_challenger(version: str, config: Config) -> None:
+    """Point the challenger alias at `version`, so the service scores it in the champion's shadow;
+    the champion alias is never touched here (only `promote` moves it, through the gate)."""
+    client = configure(config)
+    candidate = registered_version(client, config, version)
+    client.set_registered_model_alias(config.registry.model_name, config.registry.challenger_alias,
+                                      candidate.version)
+
+
+def challenge(version: str, config: Config) -> tuple[Promotion, list[str]] | None:
+    """The gate's comparison of `version` with the champion, moving no alias; None without a champion
+    (or when `version` is the champion)."""
+    client = configure(config)
+    candidate = registered_version(client, config, version)
+    current = champion_version(client, config)
+    if current is None or str(current.version) == str(candidate.version):
+        return None
+    return judge(client, config, candidate, current)
 
 
 def _evaluation_claims(client: MlflowClient, run_id: str) -> pd.DataFrame:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from models.config import Config
 from models.pyfunc import wire_format
+from monitoring.profile import log_profile, profile_claims
 from training import registry
 from features.schema import ClaimField
 from training.data import Split, claim_times, cross_validation_splits, split_claims, validate_for_training
@@ -74,6 +75,7 @@ def run_training(frame: pd.DataFrame, config: Config, source: str, progress: Pro
                          "left_out": getattr(fitted.bundle.builder, "dropped_features_", {})}, "feature_spec.json")
         progress("registry")
         registry.log_evaluation_data(claims, split.test)
+        log_reference_profile(client, run.info.run_id, fitted, claims)
         if mapping is not None:
             fitted.bundle.mapping = mapping
             mlflow.log_dict(mapping["rules"], "mapping/mapping.yaml")
@@ -84,6 +86,19 @@ def run_training(frame: pd.DataFrame, config: Config, source: str, progress: Pro
     if promote and registry.champion_version(client, config) is None:
         promotion = registry.promote(version, config)
     return TrainingResult(run.info.run_id, version, metrics, promotion, report.n_invalid, notes)
+
+
+def log_reference_profile(client, run_id: str, fitted, claims: pd.DataFrame) -> None:
+    """Keep the profile live claims are compared with (monitoring/profile.py): the test period, where
+    the version's quality was measured, unseen by the fit (training claims' scores are flattered by
+    it) and the newest before deployment. A book that grows moves its history counts month by month
+    (a provider's claims in 365 days): against the validation and test periods together, an unshifted
+    month after a two-year generated book showed provider_claims_365d at PSI 0.38; against the test
+    period, the nearest one, such trends weigh least and real shifts still stand out."""
+    held_out = fitted.split.test
+    about = {"run_id": run_id, "reference": "test period of the training claims"}
+    log_profile(client, run_id, profile_claims(fitted.bundle, claims.loc[held_out], about,
+                                               matrix=fitted.matrix[held_out], seed=fitted.bundle.builder.random_state))
 
 
 def dropped_notes(builder) -> list[str]:

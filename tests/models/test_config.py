@@ -42,6 +42,9 @@ def test_file_values_override_defaults_and_env_overrides_tracking(tmp_path, monk
     ("[deadlines]\nresolve_hours = 0\n", "deadlines.resolve_hours must be above 0, got 0.0"),
     ("[training]\nfeature_fraction = 0\n", "training.feature_fraction must be above 0 and at most 1, got 0.0"),
     ('[serving]\nshap_engine = "shap"\n', 'serving.shap_engine must be "tables" or "reference", got \'shap\''),
+    ("[monitoring]\nmin_labels = 0\n", "monitoring.min_labels must be at least 1, got 0"),
+    ("[monitoring]\npsi_alert = -0.1\n", "monitoring.psi_alert must be above 0, got -0.1"),
+    ("[monitoring]\nmax_overdue = 3\n", "unknown key monitoring.max_overdue"),
 ])
 def test_mistakes_name_the_key(tmp_path, text, message):
     path = tmp_path / "c.toml"
@@ -59,6 +62,8 @@ def test_committed_config_file_loads_and_matches_the_defaults():
     defaults = Config(home=committed.home)
     assert committed.targets == defaults.targets and committed.training == defaults.training
     assert committed.deadlines == defaults.deadlines and committed.registry == defaults.registry
+    assert committed.security == defaults.security and committed.monitoring == defaults.monitoring
+    assert committed.serving == defaults.serving
 
 
 def test_every_bounded_setting_takes_its_default_and_refuses_a_value_out_of_range(tmp_path):

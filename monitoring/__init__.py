@@ -1,0 +1,1 @@
+"""Watching the models at work: pure figures over frames of decisions, outcomes, cases and claims."""
