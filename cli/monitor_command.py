@@ -66,6 +66,7 @@ def run(args: argparse.Namespace, config) -> int:
     from monitoring.report import as_json, figures, render_html
     from serving.clock import utc_now
     from serving.monitor_reads import service_indicators
+    from serving.monitor_runs import record_monitor_run
     from serving.store import ClaimStore
 
     now = utc_now()
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace, config) -> int:
     html_path.write_text(render_html(found), encoding="utf-8")
     json_path.write_text(as_json(found), encoding="utf-8")
     run_id = _record_run(config, found, html_path, json_path)
+    record_monitor_run(store.engine, store.metadata, since, until, len(decided), found["alerts"], run_id)
     _print_summary(found, html_path, json_path, run_id, args.json)
     return ALERT_EXIT_CODE if raised else 0
 

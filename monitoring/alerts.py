@@ -13,6 +13,8 @@ from models.config import DecisionTargets, MonitoringConfig
 
 # The exit code of `claimtriage monitor` when any alert fires (0: none; 2: a usage error), for schedulers.
 ALERT_EXIT_CODE = 3
+# Every kind of alert there is (Alert.name), for those who count them (the service's /metrics).
+ALERT_NAMES = ("drift", "approval_precision", "overdue_cases")
 
 
 @dataclass(frozen=True)

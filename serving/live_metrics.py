@@ -16,7 +16,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from prometheus_client import Counter, Gauge, Histogram
 
+from monitoring.alerts import ALERT_NAMES
 from serving.clock import utc_now
+from serving.monitor_runs import latest_alerts
 from serving.review import OPEN, RESOLVED
 
 # Fraud probabilities crowd near zero (a few percent of claims are fraud): fine buckets there, with
@@ -43,6 +45,9 @@ class LiveMetrics:
                              multiprocess_mode="livemax")
         self.shadow = Counter("claimtriage_shadow_decisions", "Claims the shadow challenger decided, by its version "
                               "and whether its decision agrees with the champion's", ["challenger_version", "agrees"])
+        self.monitor_alerts = Gauge("claimtriage_monitor_alerts", "Alerts the newest `claimtriage monitor` run raised, "
+                                    "by alert (drift, approval_precision, overdue_cases)", ["alert"],
+                                    multiprocess_mode="livemax")
         self.shadow_skipped = Counter("claimtriage_shadow_skipped_claims",
                                       "Claims the shadow challenger skipped: its queue was full")
 
@@ -63,18 +68,28 @@ class LiveMetrics:
 
     def watch_overdue(self, engine: sa.Engine, cases: sa.Table, every_seconds: float) -> threading.Thread:
         """Count overdue cases from the store now, then every `every_seconds` on a thread of its own:
-        never per request, whatever the traffic (the count reads the cases table)."""
+        never per request, whatever the traffic (the count reads the cases table); the newest monitor
+        run's alerts (serving/monitor_runs.py) are read with them."""
         def refresh_forever() -> None:
             while True:
                 try:
                     self.set_overdue(overdue_counts(engine, cases, utc_now()))
+                    self.set_monitor_alerts(latest_alerts(engine, sa.MetaData()))
                 except Exception:  # noqa: BLE001 - a gauge not refreshed is said, and tried again
-                    log.exception("the overdue-cases gauge could not be counted from the store")
+                    log.exception("the overdue-cases and monitor-alerts gauges could not be read from the store")
                 time.sleep(every_seconds)
 
         watcher = threading.Thread(target=refresh_forever, name="overdue-cases", daemon=True)
         watcher.start()
         return watcher
+
+    def set_monitor_alerts(self, counts: dict[str, int] | None) -> None:
+        """Every kind of alert the monitor raises gets a value (0 when the newest run raised none of it);
+        nothing before the first run."""
+        if counts is None:
+            return
+        for name in sorted(set(ALERT_NAMES) | set(counts)):
+            self.monitor_alerts.labels(name).set(counts.get(name, 0))
 
     def set_overdue(self, counts: dict[str, int]) -> None:
         for deadline, n in counts.items():

@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 
 from cli.main import main
+from models.config import load_config
 from monitoring.alerts import ALERT_EXIT_CODE
 from serving.clock import utc_now
 from serving.monitor_reads import period_decisions, review_cases
+from serving.monitor_runs import latest_alerts
 from serving.store import ClaimStore
 from tests.serving.client import as_json
 from tests.serving.conftest import postgres_database, store_url
@@ -134,6 +136,9 @@ def test_overdue_cases_above_the_threshold_alert_with_exit_code_3(monitored, cap
     figures = json.loads(capsys.readouterr().out)
     assert [a["name"] for a in figures["alerts"]] == ["overdue_cases"]
     assert "review cases are past a deadline now (more than 0 allowed)" in figures["alerts"][0]["message"]
+    store = ClaimStore(load_config().database_url)  # kept for the service's /metrics, newest run last
+    assert latest_alerts(store.engine, store.metadata) == {"overdue_cases": 1}
+    store.engine.dispose()
 
 
 @pytest.mark.slow

@@ -101,3 +101,32 @@ def test_the_overdue_gauge_follows_the_store(registry, shadowed):
             break
         time.sleep(0.3)
     assert counts == (2, 1)
+
+
+def test_the_newest_monitor_run_s_alerts_are_on_metrics(shadowed):
+    """`claimtriage monitor` keeps its alerts in the store (serving/monitor_runs.py); the service shows
+    the newest run's, by alert, and none of a kind the newest run did not raise."""
+    from serving.monitor_runs import record_monitor_run
+
+    assert metric(scrape(shadowed), "claimtriage_monitor_alerts") == 0  # no run yet: nothing shown
+    engine, now = sa.create_engine(shadowed["store_url"]), as_datetime("2026-11-30T00:00:00")
+    drift = [{"name": "drift", "message": "score fraud_probability: PSI 0.4"},
+             {"name": "drift", "message": "feature claim_amount: PSI 0.3"}]
+    record_monitor_run(engine, sa.MetaData(), now - timedelta(days=7), now, 900,
+                       drift + [{"name": "overdue_cases", "message": "12 cases"}], None)
+    expected = {"drift": 2, "overdue_cases": 1, "approval_precision": 0}
+    assert _monitor_alerts_become(shadowed, expected) == expected
+    record_monitor_run(engine, sa.MetaData(), now, now + timedelta(days=7), 950, [], None)  # a calm week after
+    engine.dispose()
+    calm = {"drift": 0, "overdue_cases": 0, "approval_precision": 0}
+    assert _monitor_alerts_become(shadowed, calm) == calm
+
+
+def _monitor_alerts_become(served: dict, expected: dict, seconds: float = 10) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        text = scrape(served)
+        found = {name: metric(text, "claimtriage_monitor_alerts", alert=name) for name in expected}
+        if found == expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.3)
