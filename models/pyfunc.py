@@ -43,9 +43,10 @@ def load_bundle(model_uri: str) -> TriageBundle:
     return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().bundle
 
 
-def wire_format(claims: pd.DataFrame, bundle: TriageBundle) -> pd.DataFrame:
-    """Typed canonical claims as the pyfunc's signature takes them: ISO text dates, float numbers."""
-    fields = bundle.claim_fields
+def wire_format(claims: pd.DataFrame, bundle: TriageBundle | None = None, fields=None) -> pd.DataFrame:
+    """Typed canonical claims as the pyfunc's signature takes them: ISO text dates, float numbers.
+    The fields are the bundle's, or `fields` (the whole schema, for a client without a model)."""
+    fields = bundle.claim_fields if bundle is not None else fields
     out = claims[[f.name for f in fields if f.name in claims.columns]].copy()
     for f in fields:
         if f.name not in out.columns:
