@@ -35,13 +35,21 @@ def typed_claims(generated_claims) -> pd.DataFrame:
     return report.claims.sort_values("report_date", kind="stable").reset_index(drop=True)
 
 
+def use_home(patch: pytest.MonkeyPatch, home: Path) -> None:
+    """Work in `home`: its own SQLite tracking store and registry, its claim store and claimtriage.toml
+    (the defaults: whatever the environment named is forgotten)."""
+    patch.setenv("CLAIMTRIAGE_HOME", str(home))
+    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    patch.delenv("CLAIMTRIAGE_CONFIG", raising=False)
+    patch.delenv("CLAIMTRIAGE_DATABASE_URL", raising=False)
+    patch.chdir(home)
+
+
 @pytest.fixture
 def mlflow_home(tmp_path, monkeypatch):
     """A private working directory with its own SQLite tracking store and registry."""
-    monkeypatch.setenv("CLAIMTRIAGE_HOME", str(tmp_path))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    monkeypatch.chdir(tmp_path)
+    use_home(monkeypatch, tmp_path)
     return load_config()
 
 

@@ -15,6 +15,7 @@ from monitoring.compare import agreement, decision_mix, live_comparison
 from serving.compare_reads import shadow_pairs
 from serving.shadow import shadow_table
 from serving.store import ClaimStore
+from tests.conftest import use_home
 from training.generate import generate_claims
 
 AA, SR, ER, SIU = "AUTO_APPROVE", "STANDARD_REVIEW", "ENHANCED_REVIEW", "SIU_REFERRAL"
@@ -32,11 +33,7 @@ def filled(tmp_path_factory):
     counts), one by version 3; outcomes on 8; registry versions 1-3, champion 1, no challenger alias."""
     home = tmp_path_factory.mktemp("compare")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CLAIMTRIAGE_HOME", str(home))
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-        patch.delenv("CLAIMTRIAGE_DATABASE_URL", raising=False)
-        patch.delenv("CLAIMTRIAGE_CONFIG", raising=False)
-        patch.chdir(home)
+        use_home(patch, home)
         (home / "claimtriage.toml").write_text("[monitoring]\nmin_labels = 4\n")
         yield fill(home)
 
