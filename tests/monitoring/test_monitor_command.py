@@ -30,7 +30,7 @@ QUIET = "[monitoring]\nmin_labels = 20\nmax_overdue_cases = 100000\npsi_alert = 
 
 
 def settings(home, monitoring: str) -> None:
-    (home / "claimtriage.toml").write_text("[training]\ncv_folds = 2\ncv_repeats = 1\n" + monitoring)
+    (home / "claimtriage.toml").write_text("[training]\ncv_below_rows = 0\n" + monitoring)  # no cross-validation
 
 
 def test_the_period_reads_count_a_claim_once_by_its_newest_decision_with_its_outcome_labels(store_url):

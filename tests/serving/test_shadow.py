@@ -126,7 +126,7 @@ def _train_champion_and_challenger(claims, home: Path) -> None:
     from models.config import load_config
     from training.train import run_training
 
-    (home / "claimtriage.toml").write_text("[training]\ncv_folds = 2\ncv_repeats = 1\n")
+    (home / "claimtriage.toml").write_text("[training]\ncv_below_rows = 0\n")  # no cross-validation: not what is tested here
     config = load_config()
     champion = run_training(claims.head(TRAINING_CLAIMS), config, source="champion")
     challenger = run_training(claims.head(TRAINING_CLAIMS + 1_000), config, source="challenger", promote=False)

@@ -68,6 +68,7 @@ def test_outcomes_that_cannot_be_merged_are_named():
 @pytest.mark.slow
 def test_retrain_makes_the_merged_model_the_challenger_and_leaves_the_champion(few_folds, tmp_path, capsys):
     config = few_folds
+    (tmp_path / "claimtriage.toml").write_text("[training]\ncv_below_rows = 0\n")  # no cross-validation: faster
     claims = generate_claims(TRAINING + ADDED, seed=13)
     training, later = claims.iloc[:TRAINING], claims.iloc[TRAINING:]
     write_claims(training, tmp_path / "training.parquet")
