@@ -116,6 +116,7 @@ class SecurityConfig:
     max_batch_body_bytes: int = _bounded(8_388_608, "at least 1")
     max_errors_listed: int = _bounded(50, "at least 1")
     max_fields_per_claim: int = _bounded(500, "at least 1")
+    large_body_pace_ms: float = _bounded(3.0, "at least 0")  # per piece of a body over 1 MiB while others wait
     metrics_access: str = _bounded("key", '"key" or "open"')
     secure_cookies: bool = False
     login_failures_per_user: int = _bounded(5, "at least 1")

@@ -394,7 +394,8 @@ bentoml_adaptations.shorten_interpreter_turns()  # the event loop waits less for
 ClaimTriage.add_asgi_middleware(edge.SecurityHeaders)
 ClaimTriage.add_asgi_middleware(edge.OwnPages, spec=lambda: ClaimTriage.openapi_spec.asdict())
 ClaimTriage.add_asgi_middleware(edge.LimitBodies, max_body_bytes=_CONFIG.security.max_body_bytes,
-                                max_batch_body_bytes=_CONFIG.security.max_batch_body_bytes)
+                                max_batch_body_bytes=_CONFIG.security.max_batch_body_bytes,
+                                pace_seconds=_CONFIG.security.large_body_pace_ms / 1000)
 ClaimTriage.add_asgi_middleware(edge.JsonBodiesOnly)
 ClaimTriage.add_asgi_middleware(RequireCredentials)
 ClaimTriage.add_asgi_middleware(edge.StrictJson, limits=ClaimLimits(
