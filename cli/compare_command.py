@@ -19,10 +19,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace, config) -> int:
-    from cli.monitor_command import _moment
+    from cli.monitor_command import moment
     from monitoring.compare import summary
 
-    since = None if args.since is None else _moment(args.since, "--since", whole_day=False)
+    since = None if args.since is None else moment(args.since, "--since", whole_day=False)
     version = challenger_version(args.version, config)
     comparison = live_comparison_of(version, config, since)
     if comparison is None:

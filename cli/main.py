@@ -173,7 +173,7 @@ def _train(args, config) -> int:
         print(f"generating {args.synthetic:,} synthetic claims (seed {args.seed})")
         frame, source = generate_claims(args.synthetic, seed=args.seed), f"synthetic:{args.synthetic}:seed{args.seed}"
     elif args.mapping:
-        mapping, frame, raw, mapping_notes = _mapped(args)
+        mapping, frame, raw, mapping_notes = mapped(args)
         extras, partial = mapping_extras(mapping), True
         carried = carried_mapping(args.mapping, mapping, raw)
         config = with_training_overrides(config, mapping.training, args.mapping)
@@ -189,11 +189,11 @@ def _train(args, config) -> int:
         result = run_training(frame, config, source, progress, promote=not args.no_promote, extras=extras,
                               partial=partial, mapping=carried, source_notes=mapping_notes)
         bar.n = bar.total
-    _print_result(result, config)
+    print_result(result, config)
     return 0
 
 
-def _mapped(args):
+def mapped(args):
     """The extract through its mapping; mapping errors stop here, before any training."""
     from features.mapping import apply_mapping, load_mapping, read_source
 
@@ -203,7 +203,7 @@ def _mapped(args):
     return mapping, apply_mapping(raw, mapping, notes), raw, notes
 
 
-def _print_result(result, config) -> None:
+def print_result(result, config) -> None:
     for note in result.notes:
         print(f"note: {note}")
     if result.n_invalid:
@@ -229,7 +229,7 @@ def _validate(args, config) -> int:
     from training.data import read_claims
 
     if args.mapping:
-        _, frame, _, notes = _mapped(args)
+        _, frame, _, notes = mapped(args)
         for note in notes:
             print(f"note: {note}")
         # Labels are checked as training checks them: is_fraud always, paid_as_filed where mapped.

@@ -39,14 +39,14 @@ def add_parser(sub) -> None:
 
 def period_bounds(since: str | None, until: str | None, now: datetime, period_days: int) -> tuple[datetime, datetime]:
     """[since, until) as naive UTC moments. A date alone for --until means through that day."""
-    end = now if until is None else _moment(until, "--until", whole_day=True)
-    start = end - timedelta(days=period_days) if since is None else _moment(since, "--since", whole_day=False)
+    end = now if until is None else moment(until, "--until", whole_day=True)
+    start = end - timedelta(days=period_days) if since is None else moment(since, "--since", whole_day=False)
     if not start < end:
         raise ValueError(f"--since {start:%Y-%m-%d %H:%M} is not before --until {end:%Y-%m-%d %H:%M}")
     return start, end
 
 
-def _moment(text: str, option: str, whole_day: bool) -> datetime:
+def moment(text: str, option: str, whole_day: bool) -> datetime:
     try:
         day = date.fromisoformat(text)
     except ValueError:
@@ -108,7 +108,6 @@ def _drift(config, store, decided: pd.DataFrame) -> tuple[list, dict]:
     from monitoring.drift import drift
     from monitoring.profile import ProfileError, load_profile
     from monitoring.report import drift_section
-    from serving.monitor_reads import stored_claims
 
     version = str(decided["model_version"].value_counts().idxmax())
     mine = decided.loc[decided["model_version"] == version]
@@ -118,7 +117,7 @@ def _drift(config, store, decided: pd.DataFrame) -> tuple[list, dict]:
         print(f"claimtriage monitor: no drift figures: {err}", file=sys.stderr)
         return [], drift_section([], version, str(err))
     bundle = load_bundle(f"models:/{config.registry.model_name}/{version}")
-    claims = stored_claims(store, mine["claim_id"].tolist())
+    claims = store.claims_by_id(mine["claim_id"].tolist())
     features = _features_of(bundle, store, claims)
     scores = mine.set_index("claim_id").loc[features.index, list(SCORE_COLUMNS)]
     rows = drift(profile, features, scores)

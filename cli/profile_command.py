@@ -49,9 +49,9 @@ def _valid_claims(args, bundle):
     from training.data import read_claims
 
     if args.mapping:
-        from cli.main import _mapped
+        from cli.main import mapped
 
-        frame = _mapped(args)[1]
+        frame = mapped(args)[1]
     else:
         frame = read_claims(args.data)
     # The fraud label, where the file has it, is read as training reads it: a file without dates is

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace, config) -> int:
     from tqdm import tqdm
 
     from cli.compare_command import print_live
-    from cli.main import TRAINING_STAGES, _mapped, _print_result
+    from cli.main import TRAINING_STAGES, mapped, print_result
     from training.data import read_claims
     from training.fit import Extras
     from training.from_mapping import carried_mapping, mapping_extras, with_training_overrides
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace, config) -> int:
 
     extras, partial, carried, notes = Extras(), False, None, []
     if args.mapping:
-        mapping, frame, raw, notes = _mapped(args)
+        mapping, frame, raw, notes = mapped(args)
         extras, partial = mapping_extras(mapping), True
         carried = carried_mapping(args.mapping, mapping, raw)
         config = with_training_overrides(config, mapping.training, args.mapping)
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, config) -> int:
         done = retrain(frame, outcomes, config, source, progress, extras=extras, partial=partial, mapping=carried,
                        source_notes=notes)
         bar.n = bar.total
-    _print_result(done.result, config)
+    print_result(done.result, config)
     version = done.result.version
     print(f"{config.registry.challenger_alias} -> version {version} ({config.registry.champion_alias} unchanged)")
     print(done.offline_summary(config.registry.champion_alias))

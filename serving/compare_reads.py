@@ -13,7 +13,7 @@ from datetime import datetime
 import pandas as pd
 import sqlalchemy as sa
 
-from serving.monitor_reads import _timed, _with_labels
+from serving.monitor_reads import timed, with_labels
 from serving.shadow import shadow_table
 from serving.store import ClaimStore
 
@@ -47,7 +47,7 @@ def shadow_pairs(store: ClaimStore, version: str, since: datetime | None = None)
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     """Both sides typed alike: the champion's as the monitor types decisions, the challenger's the same."""
-    frame = _with_labels(_timed(frame))
+    frame = with_labels(timed(frame))
     for name in ("challenger_model_version", "challenger_decision"):
         frame[name] = frame[name].astype("str")
     for name in ("challenger_fraud_probability", "challenger_approval_probability", "challenger_anomaly_score"):

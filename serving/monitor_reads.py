@@ -12,9 +12,7 @@ from datetime import datetime
 import pandas as pd
 import sqlalchemy as sa
 
-from features.schema import CLAIM_FIELDS
 from monitoring.indicators import indicators
-from serving.bulk import key_chunks
 from serving.review import OUTCOME_LABELS, RESOLVED
 from serving.store import ClaimStore
 
@@ -41,7 +39,7 @@ def period_decisions(store: ClaimStore, since: datetime, until: datetime) -> pd.
     with store.engine.connect() as conn:
         frame = pd.DataFrame(conn.execute(query).all(),
                              columns=[*DECISION_COLUMNS, "report_date", "outcome", "recorded_at"])
-    return _with_labels(_timed(frame))
+    return with_labels(timed(frame))
 
 
 def service_indicators(store: ClaimStore, since: datetime, until: datetime, now: datetime, weekly_after_days: int,
@@ -53,7 +51,7 @@ def service_indicators(store: ClaimStore, since: datetime, until: datetime, now:
     return decided, indicators(decided, review_cases(store, since), *stamps, weekly_after_days, targets)
 
 
-def _with_labels(frame: pd.DataFrame) -> pd.DataFrame:
+def with_labels(frame: pd.DataFrame) -> pd.DataFrame:
     labels = [OUTCOME_LABELS.get(outcome, (None, None)) for outcome in frame["outcome"]]
     frame["is_fraud"] = pd.array([fraud for fraud, _ in labels], dtype="boolean")
     # OUTCOME_LABELS' paid_as_filed is false for a confirmed fraud: it is the eligibility target as it stands.
@@ -74,21 +72,10 @@ def review_cases(store: ClaimStore, since: datetime) -> pd.DataFrame:
     with store.engine.connect() as conn:
         frame = pd.DataFrame(conn.execute(query).all(), columns=list(CASE_COLUMNS))
     frame["assignee"] = frame["assignee"].astype("str").where(frame["assignee"].notna())
-    return _timed(frame)
+    return timed(frame)
 
 
-def stored_claims(store: ClaimStore, claim_ids: list[str]) -> pd.DataFrame:
-    """The claims as stored (canonical dtypes), for the period's features."""
-    names = [f.name for f in CLAIM_FIELDS]
-    rows = []
-    with store.engine.connect() as conn:
-        for part in key_chunks(claim_ids):
-            rows += conn.execute(sa.select(*[store.claims.c[n] for n in names])
-                                 .where(store.claims.c.claim_id.in_(part))).all()
-    return store._frame(rows, names)
-
-
-def _timed(frame: pd.DataFrame) -> pd.DataFrame:
+def timed(frame: pd.DataFrame) -> pd.DataFrame:
     for name in _TIMES:
         if name in frame.columns:
             frame[name] = pd.to_datetime(frame[name]).astype("datetime64[us]")

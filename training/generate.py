@@ -54,7 +54,7 @@ def generate_claims(n_claims: int, seed: int = 0, start: str = "2023-01-01", mon
     injected = _inject_anomalies(rng, claims, anomaly_rate)
     frame = _frame(claims, people, seed)
     frame["is_injected_anomaly"] = injected
-    _draw_labels(rng, frame, claims)
+    draw_labels(rng, frame, claims)
     frame = frame.sort_values(["report_date", "claim_id"], kind="stable").reset_index(drop=True)
     frame["claim_id"] = pd.array([f"C{i:09d}" for i in range(len(frame))], dtype="str")
     return frame
@@ -238,7 +238,7 @@ def _frame(claims: dict, people: dict, seed: int) -> pd.DataFrame:
     })
 
 
-def _draw_labels(rng, frame: pd.DataFrame, claims: dict) -> None:
+def draw_labels(rng, frame: pd.DataFrame, claims: dict) -> None:
     """True probabilities from observable signals (plus a little noise), then the labels."""
     loss_type = frame["loss_type"].to_numpy(dtype=object)
     amount = frame["claim_amount"].to_numpy()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from training.generate import _draw_labels, generate_claims
+from training.generate import draw_labels, generate_claims
 
 DATE_COLUMNS = ("policy_start_date", "loss_date", "report_date", "customer_since")
 DAYS_PER_MONTH = 30.44
@@ -134,7 +134,7 @@ def _ring_labels(pool: pd.DataFrame, added: pd.DataFrame, rng) -> pd.DataFrame:
     everything = pd.concat([pool, added], ignore_index=True)
     is_ring = np.arange(len(everything)) >= len(pool)
     hour = everything["loss_hour"].to_numpy(dtype=float, na_value=12.0)
-    _draw_labels(rng, everything, {"is_ring": is_ring, "hour": hour})
+    draw_labels(rng, everything, {"is_ring": is_ring, "hour": hour})
     return everything.loc[is_ring].reset_index(drop=True)
 
 
