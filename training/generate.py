@@ -6,6 +6,13 @@ two years or more. Labels are drawn from probabilities that are written out besi
 any model could do. Those probabilities depend almost only on what a model can observe (the
 claim and its entities' earlier claims): real fraud is rare and never cleanly separable, but the
 gap to the oracle must come from the model, not from hidden dice.
+
+Sharing alone is not fraud: families share an address (often a landline), business fleets are paid
+into one account, and a colluding provider is a busy, real shop whose ordinary claims outnumber its
+rings'. Rings work for months, recruiting members one after another, and are linked either through a
+hub (one account or address most members use) or only through a chain (each member shares one
+identity with the one before and another with the one after), so that no single shared value gives
+a chain away and only the graph of links does.
 """
 
 from __future__ import annotations
@@ -28,14 +35,31 @@ LOSS_TYPES = {  # line -> (loss types, their shares, median cost, spread of log 
 }
 AUTO_SHARE = 0.65
 RING_EVERY = 2_000          # one fraud ring per this many claims
-RING_MEMBERS = (4, 16)      # members per ring, [low, high)
+RING_MEMBERS = (4, 17)      # members per ring, [low, high)
+RING_ACTIVE_DAYS = (90, 366)  # a ring works for three to twelve months, [low, high)
+RING_RECRUITING = 0.75      # members join over the first three quarters of the ring's months
+RING_CHAIN_SHARE = 0.4      # rings linked only member to member; the others are stars around a hub
+RING_HUB_USE = 0.85         # share of a star's members on its hub...
+RING_HUB_ACCOUNT = 0.6      # ...a payee account for this share of stars, else an address (a mail drop)
+RING_AUTO_SHARE = 0.8       # staged crashes and injuries: most rings work motor claims
+RING_VIA_COLLUDER = 0.85    # share of ring claims handled by the ring's colluding provider
+COLLUDER_BOOK = 10_000      # one colluding provider, one more for each tenfold of this many claims
+COLLUDER_SHARE = 0.04       # share of its line's ordinary claims a colluding provider handles: a busy shop
+HOUSEHOLD_SHARE = 0.05      # claimants living in a family at one address
+HOUSEHOLD_SIZE = (2, 6)     # claimants per family, [low, high)
+HOUSEHOLD_LANDLINE = 0.6    # families sharing a landline phone too
+FLEET_EVERY = 10_000        # one business fleet paid into one account per this many claims
+FLEET_DRIVERS = (5, 41)     # drivers (claimants) per fleet, [low, high)
+FRAUD_CONFIRMED_SHARE = 0.7   # fraud an investigation confirms...
+FRAUD_CONFIRMED_DAYS = (30, 180)  # ...this many days after the report
 LOSS_BEFORE_START = 0.012   # share of losses dated before the policy started (back-dated cover)
 LATE_REPORT_SHARE = 0.08    # share reported weeks or months late
-HOUSEHOLD_SHARE = 0.05      # claimants sharing an address legitimately
 FRAUD_BASE_LOGIT = -7.6
 FRAUD_SIGNAL_SCALE = 1.4
 PAID_BASE_LOGIT = 1.0
 PAID_SIMPLE_BONUS = 5.0     # glass repairs: small, standard, almost always paid as filed
+# Identity kinds a ring member can share, in the order a chain alternates them.
+PHONE, ACCOUNT, ADDRESS = 0, 1, 2
 
 
 def generate_claims(n_claims: int, seed: int = 0, start: str = "2023-01-01", months: int = 30,
@@ -47,34 +71,94 @@ def generate_claims(n_claims: int, seed: int = 0, start: str = "2023-01-01", mon
     span_start = np.datetime64(start, "D")
     span_days = int(months * 30.44)
     n_rings = max(1, n_claims // RING_EVERY)
-    ring = _rings(rng, n_rings, span_days)
+    n_colluders = 1 + int(np.log10(max(n_claims, COLLUDER_BOOK) / COLLUDER_BOOK))
+    ring = _rings(rng, n_rings, span_days, n_colluders)
     n_regular = n_claims - len(ring["member"])
-    people = _policies_and_people(rng, n_regular, n_rings, ring, span_start, span_days)
+    people = _policies_and_people(rng, n_regular, max(1, n_claims // FLEET_EVERY), ring, span_start, span_days)
     claims = _claims(rng, people, ring, n_regular, span_start, span_days)
     injected = _inject_anomalies(rng, claims, anomaly_rate)
-    frame = _frame(claims, people, seed)
+    frame = _frame(claims, people, seed, n_colluders)
     frame["is_injected_anomaly"] = injected
+    frame["ring_id"] = pd.array(claims["ring"], dtype="Int64")
+    frame.loc[~claims["is_ring"], "ring_id"] = pd.NA  # ground truth, like is_injected_anomaly: never an input
     draw_labels(rng, frame, claims)
     frame = frame.sort_values(["report_date", "claim_id"], kind="stable").reset_index(drop=True)
     frame["claim_id"] = pd.array([f"C{i:09d}" for i in range(len(frame))], dtype="str")
     return frame
 
 
-def _rings(rng, n_rings: int, span_days: int) -> dict:
-    """Ring members, each filing one to three claims within the ring's active months."""
+def _rings(rng, n_rings: int, span_days: int, n_colluders: int) -> dict:
+    """Ring members recruited one after another while the ring works, each filing one to three claims."""
     sizes = rng.integers(*RING_MEMBERS, size=n_rings)
     member_ring = np.repeat(np.arange(n_rings), sizes)
+    rank = np.arange(len(member_ring)) - (np.cumsum(sizes) - sizes)[member_ring]
+    active_days = np.minimum(rng.integers(*RING_ACTIVE_DAYS, size=n_rings), span_days)
+    active_from = rng.integers(0, np.maximum(span_days - active_days, 1))
+    # The organiser starts the ring; the others join in order (a chain grows member by member).
+    recruited = np.sort(rng.random(len(member_ring)) + member_ring) - member_ring  # sorted within each ring
+    recruited[rank == 0] = 0.0
+    join_day = active_from[member_ring] + (recruited * RING_RECRUITING * active_days[member_ring]).astype(int)
     claims_each = rng.integers(1, 4, size=len(member_ring))
     claim_member = np.repeat(np.arange(len(member_ring)), claims_each)
     ring_of_claim = member_ring[claim_member]
-    active_from = rng.integers(0, max(span_days - 180, 1), size=n_rings)
-    loss_day = active_from[ring_of_claim] + rng.integers(0, 180, size=len(claim_member))
-    return {"n": n_rings, "member_ring": member_ring, "member": claim_member, "ring": ring_of_claim,
-            "loss_day": loss_day, "active_from": active_from}
+    working = active_from[ring_of_claim] + active_days[ring_of_claim] - join_day[claim_member]
+    loss_day = join_day[claim_member] + (rng.random(len(claim_member)) * working).astype(int)
+    auto = rng.random(n_rings) < RING_AUTO_SHARE
+    return {"n": n_rings, "member_ring": member_ring, "rank": rank, "size": sizes, "join_day": join_day,
+            "member": claim_member, "ring": ring_of_claim, "loss_day": loss_day, "auto": auto,
+            "chain": rng.random(n_rings) < RING_CHAIN_SHARE,
+            "hub": np.where(rng.random(n_rings) < RING_HUB_ACCOUNT, ACCOUNT, ADDRESS),
+            "colluder": _ring_colluders(rng, auto, n_colluders)}
 
 
-def _policies_and_people(rng, n_regular: int, n_rings: int, ring: dict, span_start, span_days: int) -> dict:
-    """Policies with their claimant, contact details, payee account; ring members share theirs."""
+def _ring_colluders(rng, ring_auto: np.ndarray, n_colluders: int) -> np.ndarray:
+    """Each ring's colluding provider: one of the line the ring works (even: motor, odd: property), if any."""
+    colluder_auto = np.arange(n_colluders) % 2 == 0
+    out = np.empty(len(ring_auto), dtype=np.int64)
+    for line in (True, False):
+        same = np.flatnonzero(colluder_auto == line)
+        pool = same if len(same) else np.arange(n_colluders)
+        rings = ring_auto == line
+        out[rings] = pool[rng.integers(0, len(pool), size=rings.sum())]
+    return out
+
+
+def _ring_identities(rng, ring: dict, first_id: int) -> np.ndarray:
+    """Per ring member, the phone, account and address ids it shares (rows PHONE, ACCOUNT, ADDRESS); -1: its own.
+
+    A chain's link between the members ranked l and l+1 is a phone, an account, an address in turn,
+    so every member shares one identity with the one before and another with the one after and no
+    identity reaches three members. A star's members mostly use its hub, an account or an address.
+    """
+    n = len(ring["member_ring"])
+    member = np.arange(n)
+    rank, chain = ring["rank"], ring["chain"][ring["member_ring"]]
+    ids = np.full((3, n), -1, dtype=np.int64)
+    before = chain & (rank > 0)
+    after = chain & (rank < ring["size"][ring["member_ring"]] - 1)
+    ids[(rank[before] - 1) % 3, member[before]] = first_id + member[before] - 1
+    ids[rank[after] % 3, member[after]] = first_id + member[after]
+    on_hub = ~chain & ((rank == 0) | (rng.random(n) < RING_HUB_USE))
+    ids[ring["hub"][ring["member_ring"][on_hub]], member[on_hub]] = first_id + n + ring["member_ring"][on_hub]
+    return ids
+
+
+def _families_and_fleets(rng, n_people: int, n_fleets: int) -> dict:
+    """Legitimate sharing among ordinary policyholders: families of two to five at one address (most on
+    one landline), and the drivers of a business fleet paid into the fleet's one account."""
+    mean_size = np.mean(np.arange(*HOUSEHOLD_SIZE))
+    family_size = rng.integers(*HOUSEHOLD_SIZE, size=max(1, round(n_people * HOUSEHOLD_SHARE / mean_size)))
+    fleet_size = np.minimum(rng.integers(*FLEET_DRIVERS, size=n_fleets), max(2, n_people // (4 * n_fleets)))
+    picked = rng.permutation(n_people)[:family_size.sum() + fleet_size.sum()]
+    in_family, in_fleet = picked[:family_size.sum()], picked[family_size.sum():]
+    family = np.repeat(np.arange(len(family_size)), family_size)
+    return {"in_family": in_family, "head": in_family[(np.cumsum(family_size) - family_size)[family]],
+            "landline": (rng.random(len(family_size)) < HOUSEHOLD_LANDLINE)[family],
+            "in_fleet": in_fleet, "fleet": np.repeat(np.arange(n_fleets), fleet_size)}
+
+
+def _policies_and_people(rng, n_regular: int, n_fleets: int, ring: dict, span_start, span_days: int) -> dict:
+    """Policies with their claimant, contact details, payee account; families, fleets and rings share some."""
     n_policies = max(10, int(n_regular / CLAIMS_PER_POLICY))
     n_members = len(ring["member_ring"])
     total = n_policies + n_members
@@ -85,22 +169,26 @@ def _policies_and_people(rng, n_regular: int, n_rings: int, ring: dict, span_sta
     start = np.where(inside, rng.integers(0, span_days, size=total), -rng.integers(30, 8 * 365, size=total))
     lob_auto = rng.random(total) < AUTO_SHARE
     phone, address, account = claimant.copy(), claimant.copy(), claimant.copy()
-    households = rng.random(total) < HOUSEHOLD_SHARE
-    address[households] = rng.integers(0, total, size=households.sum())
-    # Ring members: a handful of phones, accounts and addresses shared across the ring.
+    shared = _families_and_fleets(rng, n_policies, n_fleets)
+    head, landline = shared["head"], shared["landline"]
+    address[shared["in_family"]] = address[head]
+    phone[shared["in_family"][landline]] = phone[head[landline]]
+    account[shared["in_fleet"]] = total + shared["fleet"]
+    lob_auto[shared["in_fleet"]] = True
     m = slice(n_policies, total)
-    member_ring = ring["member_ring"]
-    shared_pick = rng.integers(0, 3, size=n_members)
-    ring_base = total + 10 * member_ring
-    phone[m] = np.where(rng.random(n_members) < 0.7, ring_base + shared_pick, phone[m])
-    account[m] = np.where(rng.random(n_members) < 0.7, ring_base + 3 + shared_pick % 2, account[m])
-    address[m] = np.where(rng.random(n_members) < 0.5, ring_base + 5, address[m])
-    # Ring policies are taken out shortly before the ring starts claiming.
-    start[m] = ring["active_from"][member_ring] - rng.integers(10, 200, size=n_members)
+    ids = _ring_identities(rng, ring, first_id=total + n_fleets)
+    for kind, column in ((PHONE, phone), (ACCOUNT, account), (ADDRESS, address)):
+        column[m] = np.where(ids[kind] >= 0, ids[kind], column[m])
+    # Identities shared for ordinary reasons, not fraud: anyone on them (a second policy of the same person too).
+    legit = np.stack([np.isin(phone, phone[head[landline]]), np.isin(account, total + shared["fleet"]),
+                      np.isin(address, address[head])])
+    lob_auto[m] = ring["auto"][ring["member_ring"]]
+    # Ring policies are taken out shortly before the member joins the ring.
+    start[m] = ring["join_day"] - rng.integers(10, 200, size=n_members)
     first_start = pd.Series(start).groupby(claimant).transform("min").to_numpy()
     tenure = np.where(rng.random(total) < 0.6, rng.integers(0, 10 * 365, size=total), 0)
     return {"n_policies": n_policies, "claimant": claimant, "start": start, "auto": lob_auto, "phone": phone,
-            "address": address, "account": account, "customer_since": first_start - tenure,
+            "address": address, "account": account, "customer_since": first_start - tenure, "legit": legit,
             "age": np.clip(rng.normal(47, 15, size=total).round(), 18, 90).astype(int),
             "premium": np.round(rng.lognormal(np.log(np.where(lob_auto, 1_100, 1_400)), 0.35), 2),
             "limit": np.where(lob_auto, rng.choice([25e3, 50e3, 100e3, 250e3], size=total),
@@ -128,8 +216,10 @@ def _claims(rng, people: dict, ring: dict, n_regular: int, span_start, span_days
     loss_type, cost = _loss_types_and_costs(rng, auto)
     ring_inflate = np.where(is_ring, rng.uniform(1.3, 2.5, size=n), 1.0)
     amount = np.round(cost * ring_inflate, 2)
-    return {"policy": policy, "is_ring": is_ring, "ring": np.where(is_ring, np.r_[np.full(n_regular, -1),
-                                                                                  ring["ring"]], -1),
+    ring_of_claim = np.r_[np.full(n_regular, -1), ring["ring"]]
+    return {"policy": policy, "is_ring": is_ring, "ring": ring_of_claim,
+            "colluder": np.where(is_ring, ring["colluder"][np.maximum(ring_of_claim, 0)], -1),
+            "legit_shared": people["legit"][:, policy],
             "loss_day": loss_day, "auto": auto, "loss_type": loss_type, "amount": amount, "n": n,
             **_circumstances(rng, loss_type, auto, is_ring)}
 
@@ -193,7 +283,23 @@ def _with_missing(rng, values, dtype: str, share: float):
     return out
 
 
-def _frame(claims: dict, people: dict, seed: int) -> pd.DataFrame:
+def _providers(rng, claims: dict, n_colluders: int) -> np.ndarray:
+    """Each claim's provider: ordinary shops of its line; colluding ones that are busy, real shops of their
+    line (even: motor, odd: property) and also handle most of their rings' claims."""
+    n = claims["n"]
+    n_providers = max(20, n // 200)
+    half = n_providers // 2
+    provider = np.where(claims["auto"], rng.integers(0, half, size=n), rng.integers(half, n_providers, size=n))
+    colluders = np.array([k // 2 if k % 2 == 0 else half + k // 2 for k in range(n_colluders)])
+    for k, colluder in enumerate(colluders):
+        takes = ~claims["is_ring"] & (claims["auto"] == (k % 2 == 0)) & (rng.random(n) < COLLUDER_SHARE)
+        provider[takes] = colluder
+    via = claims["is_ring"] & (rng.random(n) < RING_VIA_COLLUDER)
+    provider[via] = colluders[claims["colluder"][via]]
+    return provider
+
+
+def _frame(claims: dict, people: dict, seed: int, n_colluders: int) -> pd.DataFrame:
     """The canonical claim record for every generated claim."""
     rng = np.random.default_rng(seed + 7)
     p = claims["policy"]
@@ -202,10 +308,7 @@ def _frame(claims: dict, people: dict, seed: int) -> pd.DataFrame:
     loss_date = span_start + claims["loss_day"] * DAY
     report = (loss_date.astype("datetime64[s]") + (claims["hour"] * 3600).astype("timedelta64[s]")
               + (claims["delay_days"] * 86_400).astype(np.int64).astype("timedelta64[s]"))
-    n_providers = max(20, n // 200)
-    provider = np.where(claims["auto"], rng.integers(0, n_providers // 2, size=n),
-                        rng.integers(n_providers // 2, n_providers, size=n))
-    provider = np.where(claims["is_ring"], n_providers + claims["ring"], provider)
+    provider = _providers(rng, claims, n_colluders)
     no_provider = ~claims["is_ring"] & (rng.random(n) < 0.15)
     provider_ids = _hashed("PR", provider, seed).astype(object)
     provider_ids[no_provider] = None
@@ -239,7 +342,9 @@ def _frame(claims: dict, people: dict, seed: int) -> pd.DataFrame:
 
 
 def draw_labels(rng, frame: pd.DataFrame, claims: dict) -> None:
-    """True probabilities from observable signals (plus a little noise), then the labels."""
+    """True probabilities from observable signals (plus a little noise), then the labels and when an
+    investigation confirmed the fraud. `claims` may say which shared identities are shared legitimately
+    (`legit_shared`: rows PHONE, ACCOUNT, ADDRESS); without it every shared identity counts."""
     loss_type = frame["loss_type"].to_numpy(dtype=object)
     amount = frame["claim_amount"].to_numpy()
     typical = frame.groupby("loss_type")["claim_amount"].transform("median").to_numpy()
@@ -248,8 +353,10 @@ def draw_labels(rng, frame: pd.DataFrame, claims: dict) -> None:
     policy_age, delay = days("loss_date", "policy_start_date"), days("report_date", "loss_date")
     hist = history_features(frame, names=["claimant_claims_365d", "payee_account_other_claimants",
                                           "phone_other_claimants", "address_other_claimants"])
-    shared = np.nan_to_num(hist["payee_account_other_claimants"] + hist["phone_other_claimants"]
-                           + hist["address_other_claimants"])
+    # A family's address and landline, a fleet's account: shared for ordinary reasons, no sign of fraud.
+    legit = claims.get("legit_shared", np.zeros((3, len(frame)), dtype=bool))
+    shared = sum(np.where(legit[kind], 0.0, np.nan_to_num(hist[f"{name}_other_claimants"]))
+                 for kind, name in ((ACCOUNT, "payee_account"), (PHONE, "phone"), (ADDRESS, "address")))
     police = frame["police_report"].to_numpy(dtype=float, na_value=0.5)
     witnesses = frame["witnesses"].to_numpy(dtype=float, na_value=0.5)
     theft_or_crash = np.isin(loss_type, ["theft", "collision"])
@@ -277,6 +384,15 @@ def draw_labels(rng, frame: pd.DataFrame, claims: dict) -> None:
     frame["paid_as_filed"] = (rng.random(len(frame)) < paid_given_honest) & ~is_fraud
     frame["true_fraud_prob"] = fraud_p
     frame["true_paid_as_filed_prob"] = (1 - fraud_p) * paid_given_honest
+    frame["fraud_confirmed_at"] = _fraud_confirmed_at(rng, frame["report_date"].to_numpy("datetime64[s]"), is_fraud)
+
+
+def _fraud_confirmed_at(rng, report: np.ndarray, is_fraud: np.ndarray) -> np.ndarray:
+    """When an investigation confirmed the fraud (NaT: never, or not fraud): an outcome known after the fact,
+    possibly after the book's last report, never a model input."""
+    confirmed = is_fraud & (rng.random(len(report)) < FRAUD_CONFIRMED_SHARE)
+    after = (rng.uniform(*FRAUD_CONFIRMED_DAYS, size=len(report)) * 86_400).astype(np.int64).astype("timedelta64[s]")
+    return np.where(confirmed, report + after, np.datetime64("NaT", "s"))
 
 
 def write_claims(frame: pd.DataFrame, path: str | Path) -> None:
