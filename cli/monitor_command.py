@@ -133,6 +133,7 @@ def _drift(config, store, decided: pd.DataFrame) -> tuple[list, dict]:
 def _features_of(bundle, store, claims: pd.DataFrame) -> pd.DataFrame:
     """The model features of these stored claims, history counted point in time over the stored
     claims sharing their entities (as scoring counted it), in the claims' order."""
+    from features.graph import GRAPH_FEATURES
     from monitoring.drift import period_features
     from serving.bulk import key_chunks
 
@@ -142,7 +143,16 @@ def _features_of(bundle, store, claims: pd.DataFrame) -> pd.DataFrame:
              for part in key_chunks(claims["claim_id"].tolist())]
     history = pd.concat(parts, ignore_index=True).drop_duplicates("claim_id")
     features = period_features(bundle, history, moments.min(), moments.max() + pd.Timedelta(seconds=1))
-    return features.loc[[i for i in claims["claim_id"] if i in features.index]]
+    features = features.loc[[i for i in claims["claim_id"] if i in features.index]]
+    # A claim's ring reaches past the claims sharing its own identities, and its confirmed fraud is
+    # in the outcomes: the graph's features come from the store, as scoring counted them.
+    linked = [name for name in features.columns if name in GRAPH_FEATURES]
+    if linked and len(features):
+        period = claims.set_index("claim_id").loc[features.index].reset_index()
+        values = store.claims_history_features(period, linked, bundle.builder.graph_settings)
+        for name in linked:
+            features[name] = values[name]
+    return features
 
 
 def _record_run(config, found: dict, html_path: Path, json_path: Path) -> str:

@@ -18,7 +18,9 @@ from typing import Callable, Literal
 import numpy as np
 import pandas as pd
 
-from features.history import PERSON_FIELDS, TIME_FIELDS, history_feature_requirements, history_features
+from features.graph import (GRAPH_FEATURES, GRAPH_LABELS, LINK_FIELDS, OUTCOME_TIME_FIELD, GraphReport, GraphSettings,
+                            graph_features)
+from features.history import PERSON_FIELDS, TIME_FIELDS, history_feature_requirements, history_features, history_pool
 from features.schema import FIELD_NAMES, FIELDS_BY_NAME
 
 SECONDS_PER_DAY = 86_400
@@ -135,6 +137,10 @@ HISTORY_FEATURES: dict[str, FeatureSpec] = {
     name: FeatureSpec(name, "numeric", needs, _HISTORY_LABELS[name], source="history")
     for name, needs in history_feature_requirements().items()
 }
+# The claim graph's features (features/graph.py) are history too: counted from earlier claims,
+# offline over the training frame and online from the claim store.
+HISTORY_FEATURES.update({name: FeatureSpec(name, "numeric", ("report_date", *LINK_FIELDS), GRAPH_LABELS[name],
+                                           source="history") for name in GRAPH_FEATURES})
 
 # The least precision each feature needs of its date fields; fields not named here have their full
 # precision (a mapping says when they do not). An hour needs the time of day and a weekday the day
@@ -225,7 +231,8 @@ class FeatureBuilder:
 
     def __init__(self, passthrough_categorical: tuple[str, ...] = (), passthrough_numeric: tuple[str, ...] = (),
                  field_precision: dict[str, str] | None = None, encodings: dict[str, str] | None = None,
-                 max_category_levels: int | None = None, target_smoothing: float = 20.0, random_state: int = 0):
+                 max_category_levels: int | None = None, target_smoothing: float = 20.0, random_state: int = 0,
+                 graph: GraphSettings | None = None):
         self.passthrough_categorical = tuple(passthrough_categorical)
         self.passthrough_numeric = tuple(passthrough_numeric)
         self.field_precision = field_precision
@@ -233,6 +240,12 @@ class FeatureBuilder:
         self.max_category_levels = max_category_levels  # None: every categorical stays a category
         self.target_smoothing = target_smoothing
         self.random_state = random_state
+        self.graph = graph or GraphSettings()
+
+    @property
+    def graph_settings(self) -> GraphSettings:
+        """How the claim graph links claims (bundles made before the graph have the defaults)."""
+        return getattr(self, "graph", None) or GraphSettings()
 
     def fit(self, claims: pd.DataFrame) -> "FeatureBuilder":
         """Learn vocabularies, code encodings and typical amounts; keep only features the data can support.
@@ -256,6 +269,7 @@ class FeatureBuilder:
         self.typical_amount_ = self._typical_amounts(claims) if {"loss_type", "claim_amount"} <= present else {}
         self._keep(specs, claims)
         self.encoded_: dict[str, CodeEncoding] = {}
+        self.graph_report_ = GraphReport()
         self._drop_constant(claims)
         self._encode_many_levelled(claims)
         return self
@@ -287,6 +301,8 @@ class FeatureBuilder:
         specs = [s for s, _ in CLAIM_FEATURES.values()]
         specs += [dataclasses.replace(HISTORY_FEATURES[name], requires=needs)
                   for name, needs in history_feature_requirements(time, person).items()]
+        links = self.graph_settings.link_fields
+        specs += [dataclasses.replace(HISTORY_FEATURES[name], requires=(time, *links)) for name in GRAPH_FEATURES]
         # A passed-through column reads by its own name in the extract (extra_insured_hobbies: "insured hobbies").
         specs += [FeatureSpec(c, "categorical", (c,), _extract_label(c), source="passthrough")
                   for c in self.passthrough_categorical]
@@ -296,6 +312,8 @@ class FeatureBuilder:
 
     def _unsupported(self, spec: FeatureSpec, present: set[str]) -> str | None:
         """Why the training claims cannot support a feature (a field absent or too coarse), or None."""
+        if spec.name in GRAPH_FEATURES:
+            return self._graph_unsupported(spec, present)
         absent = [f for f in spec.requires if f not in present]
         if absent:
             return f"no training claim has {' or '.join(absent)}"
@@ -305,6 +323,23 @@ class FeatureBuilder:
             known = self._precision(field)
             if PRECISIONS.index(known) < PRECISIONS.index(needed):
                 return f"{field} is {known}-level; this feature needs {needed} or better"
+        return None
+
+    def _graph_unsupported(self, spec: FeatureSpec, present: set[str]) -> str | None:
+        """A graph feature needs the claims' time and one identity at least; the fraud share, the
+        times fraud was confirmed (`OUTCOME_TIME_FIELD`, an outcome: never a request field)."""
+        time, links = spec.requires[0], spec.requires[1:]
+        if time not in present:
+            return f"no training claim has {time}"
+        if not links:
+            return "the claim graph links no field (its link_fields are empty)"
+        if not any(f in present for f in links):
+            return f"no training claim has any of {', '.join(links)}"
+        if spec.name == "ring_fraud_share" and OUTCOME_TIME_FIELD not in present:
+            return f"no training claim has {OUTCOME_TIME_FIELD} (when an investigation confirmed its fraud)"
+        known = self._precision(time)
+        if PRECISIONS.index(known) < PRECISIONS.index("week"):
+            return f"{time} is {known}-level; this feature needs week or better"
         return None
 
     def _precision(self, field: str) -> str:
@@ -322,7 +357,7 @@ class FeatureBuilder:
 
     def _drop_constant(self, claims: pd.DataFrame) -> None:
         """Leave out features with one value (or none) in the training claims: nothing to learn from."""
-        matrix = self.transform(claims)
+        matrix = self.transform(claims, graph_report=self.graph_report_)
         kept = []
         for j, spec in enumerate(self.specs_):
             column = matrix[:, j]
@@ -420,15 +455,28 @@ class FeatureBuilder:
         return {str(k): float(v) for k, v in medians.items()}
 
     def transform(self, claims: pd.DataFrame, history: pd.DataFrame | None = None,
-                  history_values: dict[str, np.ndarray] | None = None) -> np.ndarray:
+                  history_values: dict[str, np.ndarray] | None = None,
+                  graph_report: GraphReport | None = None) -> np.ndarray:
         """The float64 model matrix (rows = claims, columns = `feature_names_`).
 
         History features are counted over `history` (earlier claims; default the claims
         themselves), unless `history_values` gives them already counted (the claim store does)."""
         if history_values is None:
-            wanted = [s.name for s in self.specs_ if s.source == "history"]
-            history_values = history_features(claims, history, wanted) if wanted else {}
+            history_values = self.history_values(claims, history, graph_report)
         return self._matrix(self._columns(claims), len(claims), history_values)
+
+    def history_values(self, claims: pd.DataFrame, history: pd.DataFrame | None = None,
+                       graph_report: GraphReport | None = None) -> dict[str, np.ndarray]:
+        """The history features the model reads, counted over `history` (default: the claims themselves)."""
+        wanted = [s.name for s in self.specs_ if s.source == "history"]
+        counted = [name for name in wanted if name not in GRAPH_FEATURES]
+        linked = [name for name in wanted if name in GRAPH_FEATURES]
+        out = history_features(claims, history, counted) if counted else {}
+        if linked:
+            pool = history_pool(claims, history)
+            out.update(graph_features(pool, slice(len(pool) - len(claims), len(pool)), self.graph_settings, linked,
+                                      graph_report))
+        return out
 
     def transform_records(self, claims: list[dict], history_values: dict[str, np.ndarray]) -> np.ndarray:
         """Validated claims (canonical Python values, as `validate_record` gives them) to the model

@@ -57,7 +57,7 @@ def history_features(claims: pd.DataFrame, history: pd.DataFrame | None = None,
     A claim present in both (same claim_id) counts once: the version in `claims` is used.
     Returns float64 arrays aligned with `claims`, restricted to `names` when given.
     """
-    pool = _pool(claims, history)
+    pool = history_pool(claims, history)
     targets = slice(len(pool) - len(claims), len(pool))
     moments = first_present(pool, TIME_FIELDS)
     wanted = set(names) if names is not None else set(history_feature_requirements())
@@ -78,7 +78,8 @@ def history_features(claims: pd.DataFrame, history: pd.DataFrame | None = None,
     return {k: out.get(k, np.full(len(claims), np.nan)) for k in wanted}
 
 
-def _pool(claims: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFrame:
+def history_pool(claims: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFrame:
+    """The history and the claims in one frame, each claim once (the version in `claims`), claims last."""
     if history is None or len(history) == 0:
         return claims
     earlier = history.loc[~history["claim_id"].isin(claims["claim_id"])]

@@ -72,8 +72,12 @@ FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in CLAIM_FIELDS)
 
 # Outcome labels, known only for closed claims; never inputs to a model.
 LABEL_FIELDS: tuple[str, ...] = ("is_fraud", "paid_as_filed")
+# When an investigation confirmed a claim's fraud: an outcome known after the claim, never a model
+# input; the claim graph counts a ring's confirmed fraud only from then on (features/graph.py).
+OUTCOME_TIME_FIELD = ClaimField("fraud_confirmed_at", "datetime", False,
+                                "When an investigation confirmed the claim's fraud (an outcome, not an input).")
 # What the synthetic generator drew the labels from, for oracle metrics.
-GROUND_TRUTH_FIELDS: tuple[str, ...] = ("true_fraud_prob", "true_paid_as_filed_prob", "is_injected_anomaly")
+GROUND_TRUTH_FIELDS: tuple[str, ...] = ("true_fraud_prob", "true_paid_as_filed_prob", "is_injected_anomaly", "ring_id")
 
 # The entities whose shared use across claimants signals organised fraud.
 ENTITY_FIELDS: tuple[str, ...] = ("claimant_id", "policy_id", "payee_account", "claimant_phone",

@@ -11,13 +11,20 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from features.graph import DEFAULT_LINK_FIELDS, DEFAULT_PLACEHOLDERS, GraphSettings
+
 CONFIG_ENV = "CLAIMTRIAGE_CONFIG"
 HOME_ENV = "CLAIMTRIAGE_HOME"
 DEFAULT_CONFIG_FILE = "claimtriage.toml"
 
 # Where the reasons' SHAP values come from (models/explain.py): the per-leaf tables, or the tools themselves.
 SHAP_ENGINES = ("tables", "reference")
+# The anomaly detector (models/anomaly.py): per-feature tail probabilities, or the isolation forest.
+ANOMALY_DETECTORS = ("tails", "forest")
 METRICS_ACCESS = ("key", "open")
+# What the automatic-approval precision is judged by (models/policy.py): a prediction bound for the
+# next period's approvals, or the old confidence bound for the validation period's own.
+APPROVAL_BOUNDS = ("next_period", "validation")
 
 # What a setting must be, checked where settings are read (a file, a mapping's overrides).
 _BOUNDS = {
@@ -30,6 +37,8 @@ _BOUNDS = {
     "a port, 1 to 65535": lambda v: 1 <= v <= 65_535,
     '"tables" or "reference"': lambda v: v in SHAP_ENGINES,
     '"key" or "open"': lambda v: v in METRICS_ACCESS,
+    '"tails" or "forest"': lambda v: v in ANOMALY_DETECTORS,
+    '"next_period" or "validation"': lambda v: v in APPROVAL_BOUNDS,
 }
 
 
@@ -52,7 +61,9 @@ class RegistryConfig:
 class DecisionTargets:
     auto_approve_precision: float = _bounded(0.99, "between 0 and 1 (exclusive)")
     auto_approve_min_support: int = _bounded(50, "at least 1")
-    auto_approve_confidence_z: float = _bounded(1.645, "at least 0")
+    auto_approve_confidence_z: float = _bounded(1.28, "at least 0")
+    auto_approve_bound: str = _bounded("next_period", '"next_period" or "validation"')
+    auto_approve_drift_blocks: int = _bounded(3, "at least 0")  # 0 or 1: no drift margin
     siu_referral_rate: float = _bounded(0.02, "between 0 and 1 (exclusive)")
     anomaly_alert_rate: float = _bounded(0.01, "between 0 and 1 (exclusive)")
     auto_approve_amount_cap: float = _bounded(25_000.0, "at least 0")
@@ -74,6 +85,7 @@ class TrainingConfig:
     reweight_rare_class: bool = True
     min_data_per_group: int = _bounded(100, "at least 1")
     cat_smooth: float = _bounded(10.0, "at least 0")
+    anomaly_detector: str = _bounded("tails", '"tails" or "forest"')
     anomaly_trees: int = _bounded(100, "at least 1")
     anomaly_max_samples: int = _bounded(128, "at least 2")
     cv_below_rows: int = _bounded(20_000, "at least 0")
@@ -83,6 +95,15 @@ class TrainingConfig:
     # rate, not as a native category (claimtriage.toml gives the measurements behind 32).
     max_category_levels: int = _bounded(32, "at least 1")
     target_smoothing: float = _bounded(20.0, "at least 0")
+    # The claim graph (features/graph.py): which identities link claims, how many earlier claims a
+    # value may have and still link a new one, and the values that are no identity at all.
+    graph_link_fields: tuple = DEFAULT_LINK_FIELDS
+    graph_max_claims_per_identity: int = _bounded(50, "at least 1")
+    graph_placeholders: tuple = DEFAULT_PLACEHOLDERS
+
+    @property
+    def graph(self) -> GraphSettings:
+        return GraphSettings(self.graph_link_fields, self.graph_max_claims_per_identity, self.graph_placeholders)
 
 
 @dataclass(frozen=True)
@@ -203,6 +224,8 @@ def with_settings(current, values: dict, section: str, where: str):
         expected = type(getattr(current, key))
         if expected is float and isinstance(item, int) and not isinstance(item, bool):
             item = float(item)
+        if expected is tuple and isinstance(item, list) and all(isinstance(x, str) for x in item):
+            item = tuple(item)  # a list of names
         if not isinstance(item, expected) or isinstance(item, bool) != (expected is bool):
             raise ConfigError(f"{where}: {section}.{key} must be {expected.__name__}, got {item!r}")
         must_be = known[key].metadata.get("must_be")

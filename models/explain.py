@@ -8,9 +8,13 @@ hold them equal to 1e-12):
 - "reference": the tools themselves, LightGBM's own contributions (`pred_contrib`) for the
   boosted models and shap's TreeExplainer for the isolation forest.
 
+The anomaly detector of issue #15 (`models.anomaly.TailDetector`) is additive, one tail score per
+feature, so both engines read its contributions from the detector itself: exact by construction.
+
 Base value plus contributions equals each model's raw output. The forest's output is the claim's
 mean path length; shorter paths mean more anomalous, so its contributions are reported with the
-sign flipped: positive always pushes towards fraud, approval or anomaly.
+sign flipped: positive always pushes towards fraud, approval or anomaly. The tail detector's
+output (summed tail scores) already grows with the anomaly, so its sign stays.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.anomaly import average_path_length
+from features.graph import GRAPH_FEATURES
+from models.anomaly import TailDetector, average_path_length
 from models.bundle import TriageBundle
 from models.config import SHAP_ENGINES
-from models.reasons import reason_sentence
+from models.reasons import reason_sentence, ring_sentence
 from models.treeshap import TreeTables
 
 MODELS = ("eligibility", "fraud", "anomaly")
@@ -76,6 +81,26 @@ class ShapTreeContributions:
         return self.explainer.shap_values(inputs, check_additivity=False)
 
 
+class TailContributions:
+    """The tail detector's own exact contributions (one term per feature), for either engine."""
+
+    def __init__(self, detector: TailDetector) -> None:
+        self.detector = detector
+        self.expected_value = detector.expected_value_
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        return self.detector.contributions(matrix)
+
+
+def _anomaly_source(detector, engine: str):
+    """What explains the anomaly detector: its own terms when additive; else the forest's tables or shap."""
+    if isinstance(detector, TailDetector):
+        return TailContributions(detector)
+    if engine == "tables":
+        return TreeTables.from_isolation_forest(detector.forest_)
+    return ShapTreeContributions(detector.forest_)
+
+
 class Explainer:
     """Contributions and reasons for a bundle; build once per process, reuse for every claim."""
 
@@ -86,6 +111,7 @@ class Explainer:
         self.engine = engine
         self.names = bundle.builder.feature_names_
         self.labels = [s.label for s in bundle.builder.specs_]
+        self._ring_columns = [j for j, name in enumerate(self.names) if name in GRAPH_FEATURES]
         # Per model, what computes its SHAP values (the forest's over its own input columns,
         # `detector.columns`): an `expected_value` and `contributions(matrix)`.
         boosted = {"fraud": bundle.fraud}
@@ -93,11 +119,14 @@ class Explainer:
             boosted["eligibility"] = bundle.eligibility
         if engine == "tables":
             self.sources = {name: TreeTables.from_lightgbm(model.booster) for name, model in boosted.items()}
-            self.sources["anomaly"] = TreeTables.from_isolation_forest(bundle.anomaly.forest_)
         else:
             self.sources = {name: LightGBMContributions(model.booster) for name, model in boosted.items()}
-            self.sources["anomaly"] = ShapTreeContributions(bundle.anomaly.forest_)
-        self.path_scale = float(average_path_length(np.array([bundle.anomaly.forest_.max_samples_]))[0])
+        self.sources["anomaly"] = _anomaly_source(bundle.anomaly, engine)
+        self.is_forest = not isinstance(bundle.anomaly, TailDetector)
+        # A shorter path is more anomalous: the forest's contributions are read with the sign flipped.
+        self.anomaly_sign = -1.0 if self.is_forest else 1.0
+        if self.is_forest:
+            self.path_scale = float(average_path_length(np.array([bundle.anomaly.forest_.max_samples_]))[0])
         categories = bundle.builder.categories_
         self._category_names = [None if categories.get(name) is None else [str(c) for c in categories[name]]
                                 for name in self.names]
@@ -119,15 +148,19 @@ class Explainer:
     def _values(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
         out = {name: source.contributions(matrix) for name, source in self.sources.items() if name != "anomaly"}
         detector = self.bundle.anomaly
+        if not self.is_forest:
+            out["anomaly"] = self.sources["anomaly"].contributions(matrix)
+            return out
         full = np.zeros((len(matrix), len(self.names)))
         full[:, detector.columns] = self.sources["anomaly"].contributions(detector.prepare(matrix))
         out["anomaly"] = full
         return out
 
     def anomaly_raw_score(self, base: np.ndarray, contributions: np.ndarray) -> np.ndarray:
-        """The forest's anomaly score (negated score_samples) from its path-length explanation."""
-        path_length = base + contributions.sum(axis=1)
-        return 2.0 ** (-path_length / self.path_scale)
+        """The detector's raw anomaly score from its explanation: the tail scores' sum, or for the forest
+        its negated score_samples from the mean path length."""
+        output = base + contributions.sum(axis=1)
+        return 2.0 ** (-output / self.path_scale) if self.is_forest else output
 
     def reasons(self, matrix: np.ndarray, top: int = 5,
                 contributions: dict | None = None) -> list[dict[str, list[Reason]]]:
@@ -136,7 +169,7 @@ class Explainer:
         typical = self.bundle.typical_values
         ranked = {}
         for model, (_, values) in contributions.items():
-            signed = -values if model == "anomaly" else values
+            signed = self.anomaly_sign * values if model == "anomaly" else values
             order = np.argsort(-np.abs(signed), axis=1, kind="stable")[:, :top]
             ranked[model] = (order, np.take_along_axis(signed, order, axis=1))
         rows = matrix.tolist()
@@ -148,10 +181,16 @@ class Explainer:
             per_model = {}
             for model, (order, strongest) in ranked.items():
                 reasons = []
+                ring_said = False
                 for j, c in zip(order[i].tolist(), strongest[i].tolist()):
                     if c == 0:
                         continue
                     value = self._display_value(j, row[j])
+                    if j in self._ring_columns and not ring_said:  # the strongest of them tells the whole ring
+                        ring_said = True
+                        text = ring_sentence({self.names[k]: row[k] for k in self._ring_columns})
+                        reasons.append(Reason(self.names[j], value, round(c, 6), text))
+                        continue
                     text = sentences.get((j, value))
                     if text is None:
                         text = sentences[(j, value)] = reason_sentence(self.names[j], self.labels[j], value,

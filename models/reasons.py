@@ -103,9 +103,15 @@ SENTENCES: dict[str, Sentence] = {
     "payee_account_other_claimants": _count("{n} other claimant{s} used the same bank account before"),
     "phone_other_claimants": _count("{n} other claimant{s} gave the same phone number before"),
     "address_other_claimants": _count("{n} other claimant{s} gave the same address before"),
+    "ring_claims": _count("Linked to {n} earlier claim{s} through shared identities"),
+    "ring_claimants": _count("{n} other claimant{s} among the linked earlier claims"),
+    "ring_claims_90d": _count("{n} linked earlier claim{s} in the previous 90 days"),
+    "ring_claims_2hop": _count("{n} earlier claim{s} within two links of this one"),
+    "ring_fraud_share": lambda v, typ: f"{v:.0%} of the linked earlier claims already confirmed as fraud",
 }
 
 MISSING_SENTENCES = {
+    "ring_fraud_share": "No earlier claim is linked to this one",
     "days_since_claimant_last_claim": "The claimant has no earlier claim",
     "police_report": "Not stated whether a police report was filed",
     "customer_tenure_days": "Not stated since when the claimant is a customer",
@@ -154,3 +160,30 @@ def reason_sentence(feature: str, label: str, value: float | str | None, typical
         shown = value if isinstance(value, str) else _n(float(value))
         return f"{label[:1].upper()}{label[1:]}: {shown}"
     return template(value, typical)
+
+
+def ring_sentence(values: dict[str, float]) -> str:
+    """The claim's ring in one sentence, from whichever of its graph features the model reads
+    ("Linked to 7 earlier claims by 4 other claimants, 5 of them in the previous 90 days; 2
+    confirmed as fraud before this claim")."""
+    claims = values.get("ring_claims")
+    if claims is None or math.isnan(claims):
+        claims = values.get("ring_claims_2hop")
+        if claims is None or math.isnan(claims):
+            return "No earlier claim is linked to this one"
+        text = f"{_plural(claims, 'earlier claim')} within two links of this one"
+    elif claims == 0:
+        return "No earlier claim is linked to this one through a shared claimant, policy, account, phone or address"
+    else:
+        text = f"Linked to {_plural(claims, 'earlier claim')}"
+        people = values.get("ring_claimants")
+        if people is not None and not math.isnan(people):
+            text += f" by {_plural(people, 'other claimant')}"
+        recent = values.get("ring_claims_90d")
+        if recent is not None and not math.isnan(recent):
+            text += f", {_n(recent)} of them in the previous 90 days"
+    share = values.get("ring_fraud_share")
+    if share is not None and not math.isnan(share) and claims == values.get("ring_claims"):
+        frauds = round(share * claims)
+        text += f"; {_n(frauds) if frauds else 'none'} confirmed as fraud before this claim"
+    return text

@@ -38,6 +38,11 @@ assert COUNTED[:2] == PERSON_FIELDS  # an entry's person is its claimant, else i
 # The entities a ring of claims shares: a case shows the other claims with any of them.
 RING_FIELDS = (*SHARED, "provider_id")
 _RING_POSITIONS = tuple(1 + INDEXED_FIELDS.index(field) for field in RING_FIELDS)
+# Each value's claims are kept for every indexed entity: the ring view reads the RING_FIELDS ones,
+# the claim graph (serving/graph_history.py) all of them; so are each value's report times.
+MEMBER_FIELDS = (*RING_FIELDS, *COUNTED[:2])
+_MEMBER_POSITIONS = tuple(1 + INDEXED_FIELDS.index(field) for field in MEMBER_FIELDS)
+POSITIONS = {field: 1 + i for i, field in enumerate(INDEXED_FIELDS)}
 
 # (report time in microseconds, claimant, policy, provider, payee account, phone, address)
 Entry = tuple
@@ -50,18 +55,21 @@ def micros(moment: datetime) -> int:
 
 
 class HistoryIndex:
-    """Per entity value, the report times of its claims, sorted; per shared entity value, the
-    first use by each claimant, sorted; per ring entity value, its claims. `seen` is the highest
-    `seq` of the store applied."""
+    """Per entity value, the report times of its claims, sorted, and its claims; per shared entity
+    value, the first use by each claimant, sorted. `seen` is the highest `seq` of the store applied.
+    `confirmed`: when each claim's fraud was first confirmed (microseconds), by a recorded outcome or
+    its training history, up to the row ids `confirmed_seen` of each."""
 
     def __init__(self) -> None:
-        self.times: dict[str, dict[str, list[int]]] = {field: {} for field in COUNTED}
+        self.times: dict[str, dict[str, list[int]]] = {field: {} for field in INDEXED_FIELDS}
         self.uses: dict[str, dict[tuple[str, str], list[int]]] = {field: {} for field in SHARED}
         self.first: dict[str, dict[str, list[int]]] = {field: {} for field in SHARED}
         # value -> its claim_id, or a list of them once there are several (most values have one)
-        self.members: dict[str, dict[str, str | list[str]]] = {field: {} for field in RING_FIELDS}
+        self.members: dict[str, dict[str, str | list[str]]] = {field: {} for field in MEMBER_FIELDS}
         self.claims: dict[str, Entry] = {}
         self.seen = 0
+        self.confirmed: dict[str, int] = {}
+        self.confirmed_seen = {"outcomes": 0, "history": 0}
         self.lock = threading.Lock()  # held by one transaction from its first claim to its end
         self._journal: list[tuple[str, Entry | None]] | None = None
 
@@ -75,12 +83,12 @@ class HistoryIndex:
                 index.seen = seq
         for claim_id, entry in index.claims.items():  # appended unsorted, sorted once below
             t = entry[0]
-            for field, position in zip(RING_FIELDS, _RING_POSITIONS):
+            for field, position in zip(MEMBER_FIELDS, _MEMBER_POSITIONS):
                 if entry[position] is not None:
                     _add_member(index.members[field], entry[position], claim_id)
             if t is None:  # no report time (an extract without report dates): in the ring, in no count
                 continue
-            for field, value in zip(COUNTED, entry[1:]):
+            for field, value in zip(INDEXED_FIELDS, entry[1:]):
                 if value is not None:
                     index.times[field].setdefault(value, []).append(t)
             who = _person(entry[1], entry[2])
@@ -106,6 +114,14 @@ class HistoryIndex:
         for claim_id, seq, report_date, *values in rows:
             self._replace(claim_id, _stored_entry(report_date, values))
             self.seen = max(self.seen, seq)
+
+    def confirm(self, source: str, rows: Iterable[tuple]) -> None:
+        """Apply (row id, claim_id, moment) rows of fraud confirmations from `source` ("outcomes" or
+        "history"), in id order: a claim's fraud is known from its first confirmation on."""
+        for row_id, claim_id, moment in rows:
+            t = micros(as_datetime(moment))
+            self.confirmed[claim_id] = min(t, self.confirmed.get(claim_id, t))
+            self.confirmed_seen[source] = max(self.confirmed_seen[source], row_id)
 
     def begin(self) -> None:
         """Start journaling this transaction's own claims (the caller holds `lock`)."""
@@ -137,12 +153,12 @@ class HistoryIndex:
     def _insert(self, claim_id: str, entry: Entry) -> None:
         self.claims[claim_id] = entry
         t, who = entry[0], _person(entry[1], entry[2])
-        for field, position in zip(RING_FIELDS, _RING_POSITIONS):
+        for field, position in zip(MEMBER_FIELDS, _MEMBER_POSITIONS):
             if entry[position] is not None:
                 _add_member(self.members[field], entry[position], claim_id)
         if t is None:
             return
-        for field, value in zip(COUNTED, entry[1:]):
+        for field, value in zip(INDEXED_FIELDS, entry[1:]):
             if value is not None:
                 insort(self.times[field].setdefault(value, []), t)
         if who is None:
@@ -162,12 +178,12 @@ class HistoryIndex:
     def _remove(self, claim_id: str) -> Entry:
         entry = self.claims.pop(claim_id)
         t, who = entry[0], _person(entry[1], entry[2])
-        for field, position in zip(RING_FIELDS, _RING_POSITIONS):
+        for field, position in zip(MEMBER_FIELDS, _MEMBER_POSITIONS):
             if entry[position] is not None:
                 _drop_member(self.members[field], entry[position], claim_id)
         if t is None:
             return entry
-        for field, value in zip(COUNTED, entry[1:]):
+        for field, value in zip(INDEXED_FIELDS, entry[1:]):
             if value is not None:
                 _pop_from(self.times[field], value, t)
         if who is None:

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from features.graph import GRAPH_FEATURES, GraphSettings
 from features.record_validation import duplicate_errors, validate_record
 from features.schema import FIELD_NAMES
 from models.bundle import TriageBundle
@@ -62,6 +63,8 @@ class Scorer:
         self.allowed_fields = {f.name for f in bundle.claim_fields} | set(FIELD_NAMES)
         self.shapes = RecordShapes(getattr(bundle, "mapping", None), bundle.claim_fields)
         self.history_features = history_feature_names(bundle)
+        self.graph = bundle.builder.graph_settings  # how the claim graph links claims, as trained
+        self._shadow_graph: tuple[GraphSettings, list[str]] | None = None
         self.shadow = None  # a `serving.shadow.Shadow` where a challenger scores in the champion's shadow
         self.on_decided: Callable[[list[dict]], None] | None = None  # told each committed answer (live metrics)
 
@@ -69,7 +72,12 @@ class Scorer:
         """Give every committed decision to `shadow` too; the history counted for the champion then
         holds the challenger's history features as well, from the same transaction."""
         self.shadow = shadow
-        self.history_features = sorted(set(self.history_features) | set(shadow.history_features))
+        theirs = shadow.challenger.bundle.builder.graph_settings
+        linked = [name for name in shadow.history_features if name in GRAPH_FEATURES]
+        if theirs != self.graph and linked:  # its graph links claims otherwise: counted apart
+            self._shadow_graph = (theirs, linked)
+        shared = [name for name in shadow.history_features if self._shadow_graph is None or name not in linked]
+        self.history_features = sorted(set(self.history_features) | set(shared))
 
     def score(self, records: list[dict], explain: bool = True, now: datetime | None = None) -> ScoredBatch:
         """Score claims given as JSON-like dicts; invalid ones get an error entry, the others a decision."""
@@ -150,7 +158,11 @@ class Scorer:
         cap = self.bundle.targets.auto_approve_amount_cap
         with self.store.intake() as intake:
             intake.put(claims)
-            history = intake.history(claims, self.history_features)
+            history = intake.history(claims, self.history_features, self.graph)
+            shadow_history = history
+            if self._shadow_graph is not None:
+                settings, linked = self._shadow_graph
+                shadow_history = {**history, **intake.history(claims, linked, settings)}
             matrix = feature_matrix(self.bundle.builder, claims, history, self.record_rows_below)
             rules = [record_rule_hits(claim, cap) for claim in claims]
             responses = self._responses([claim["claim_id"] for claim in claims], matrix, rules, explain, now)
@@ -158,7 +170,7 @@ class Scorer:
                 if changed:  # kept with the decision: nothing the mapping changed goes unsaid
                     response["mapping_notes"] = changed
             decision_ids = intake.decide(claims, responses, self.model_version)
-        self._committed(claims, history, decision_ids, responses)
+        self._committed(claims, shadow_history, decision_ids, responses)
         return responses
 
     def _committed(self, claims: list[dict], history: dict[str, np.ndarray], decision_ids: list[int],

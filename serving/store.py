@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
@@ -21,19 +22,24 @@ import pandas as pd
 import pydantic_core
 import sqlalchemy as sa
 
+from features.graph import GRAPH_FEATURES, OUTCOME_TIME_FIELD, GraphSettings
 from features.history import TIME_FIELDS
 from features.schema import CLAIM_FIELDS, ENTITY_FIELDS, FIELDS_BY_NAME, ClaimField
+from models.policy import SIU_REFERRAL
 from serving.access import Access
 from serving.bulk import BulkInsert, key_chunks
 from serving.clock import utc_now
+from serving.graph_history import IndexLookup, SqlLookup, graph_history
 from serving.history_index import INDEXED_FIELDS, RING_FIELDS, HistoryIndex
 from serving.history_sql import ENTITY_INDEX_NAMES, SqlHistory, history_indexes
 from serving.ledger import MAX_PROBLEMS, Covered, Ledger, LedgerEntry, LedgerReport, digest, table_rows
-from serving.review import OUTCOME_LABELS, Review, cases_table, outcomes_table
+from serving.neighbourhood import FAN_OUT, SHOWN, neighbourhood, newest_first
+from serving.review import OUTCOME_LABELS, RESOLVED, Review, cases_table, outcomes_table
 
 _SQL_TYPES = {"string": sa.String(128), "date": sa.DateTime(), "datetime": sa.DateTime(), "number": sa.Float(),
               "integer": sa.Integer(), "boolean": sa.Boolean()}
 SEED_CHUNK = 10_000
+FRAUD_OUTCOMES = tuple(name for name, (is_fraud, _) in OUTCOME_LABELS.items() if is_fraud)
 SQLITE_WRITE_WAIT_SECONDS = 30.0
 log = logging.getLogger("claimtriage.store")
 
@@ -57,6 +63,17 @@ _LEGACY_INDEXES = tuple(f"ix_claims_{name}" for name in ENTITY_FIELDS)
 # What the in-memory history index reads of each claim (`HistoryIndex.from_rows`, `catch_up`).
 # A claim's moment in history is its report, else its loss (features.history.TIME_FIELDS).
 _INDEX_COLUMNS = ", ".join(("claim_id", "seq", f"coalesce({', '.join(TIME_FIELDS)})", *INDEXED_FIELDS))
+
+
+def _confirmations_table(metadata: sa.MetaData) -> sa.Table:
+    """When fraud was confirmed for claims of a training history (its extract's `fraud_confirmed_at`);
+    for claims decided here, the review's confirmed-fraud outcomes say it. The claim graph reads both."""
+    return sa.Table(
+        "fraud_confirmations", metadata,
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("claim_id", sa.String(128), nullable=False, unique=True),
+        sa.Column("confirmed_at", sa.DateTime(), nullable=False),
+    )
 
 
 def _decisions_table(metadata: sa.MetaData) -> sa.Table:
@@ -109,6 +126,7 @@ class ClaimStore:
         if not self.history_in_memory:
             history_indexes(self.claims)  # constructed on the table, so created with it
         self.decisions = _decisions_table(self.metadata)
+        self.confirmations = _confirmations_table(self.metadata)
         self._bulk = BulkInsert(self.engine.dialect)
         self.review = Review(cases_table(self.metadata), outcomes_table(self.metadata), insert=self._bulk)
         self.ledger = Ledger(self.metadata, insert=self._bulk)
@@ -186,7 +204,9 @@ class ClaimStore:
             if self._index is None:
                 started = time.perf_counter()
                 with self.engine.connect() as conn:  # one statement: one snapshot of the store
-                    self._index = HistoryIndex.from_rows(self._index_rows(conn))
+                    index = HistoryIndex.from_rows(self._index_rows(conn))
+                    self._catch_up(conn, index)  # and the outcomes confirming fraud
+                    self._index = index
                 log.info("claim store: history index of %d claims built in %.1f s", len(self._index.claims),
                          time.perf_counter() - started)
             return self._index
@@ -209,6 +229,12 @@ class ClaimStore:
                     row["seq"] = seq
             for start in range(0, len(fresh), SEED_CHUNK):
                 self._bulk(conn, self.claims, fresh[start:start + SEED_CHUNK])
+            if OUTCOME_TIME_FIELD in new.columns:
+                confirmed = new.loc[new[OUTCOME_TIME_FIELD].notna(), ["claim_id", OUTCOME_TIME_FIELD]]
+                rows = [{"claim_id": str(claim_id), "confirmed_at": moment.to_pydatetime()}
+                        for claim_id, moment in confirmed.itertuples(index=False)]
+                for start in range(0, len(rows), SEED_CHUNK):
+                    self._bulk(conn, self.confirmations, rows[start:start + SEED_CHUNK])
         return len(fresh)
 
     def history(self, claims: pd.DataFrame, columns: Iterable[str] | None = None) -> pd.DataFrame:
@@ -275,12 +301,22 @@ class ClaimStore:
             intake.put(records)
             intake.decide(records, responses, model_version)
 
-    def history_features(self, claims: list[dict], wanted: Iterable[str]) -> dict[str, np.ndarray]:
+    def history_features(self, claims: list[dict], wanted: Iterable[str],
+                         graph: GraphSettings | None = None) -> dict[str, np.ndarray]:
         """The history features scoring these validated claims now would give them, without
         keeping them: they are put in a transaction that is then rolled back (see `Intake.history`)."""
         with self.intake(keep=False) as intake:
             intake.put(claims)
-            return intake.history(claims, wanted)
+            return intake.history(claims, wanted, graph)
+
+    def claims_history_features(self, claims: pd.DataFrame, wanted: Iterable[str],
+                                graph: GraphSettings | None = None) -> dict[str, np.ndarray]:
+        """`history_features` of claims given as a typed frame (stored claims, read back)."""
+        return self.history_features(_records(claims), wanted, graph)
+
+    def graph_lookup(self, conn: sa.Connection) -> SqlLookup:
+        """The claim graph's lookups by query, for a store without the in-memory index."""
+        return SqlLookup(conn, self.claims, self.review.outcomes, self.confirmations, FRAUD_OUTCOMES)
 
     # --- review workflow ---------------------------------------------------------------------
 
@@ -306,12 +342,64 @@ class ClaimStore:
             outcome = conn.execute(sa.select(self.review.outcomes).where(o.claim_id == claim_id)
                                    .order_by(o.id.desc()).limit(1)).first()
             ring = self._ring(conn, claim) if claim is not None else []
+            around = self._neighbourhood(conn, claim) if claim is not None else None
         return {"claim_id": claim_id, "case": case,
                 "claim": None if claim is None else _claim_dict(claim),
                 "decision": None if latest is None else json.loads(latest.response),
                 "model_version": None if latest is None else latest.model_version,
                 "outcome": None if outcome is None else dict(outcome._mapping),
-                "ring": ring}
+                "ring": ring, "neighbourhood": around}
+
+    def _neighbourhood(self, conn: sa.Connection, claim) -> dict:
+        """The claim's claims within two hops (serving.neighbourhood): each claim's links as the ring
+        finds them (either store), marked where fraud was confirmed or an SIU case is open."""
+        c = self.claims.c
+        index = self.history_index()
+        if index is not None:
+            with index.lock:
+                self._catch_up(conn, index)
+
+            def one_hop(claim_id: str) -> list[tuple[str, list[str]]]:
+                with index.lock:  # as `_ring`: not while a transaction of this process has claims in it
+                    return index.ring(claim_id, len(index.claims))  # all: the limit only cuts the sorted list
+        else:
+            def one_hop(claim_id: str) -> list[tuple[str, list[str]]]:
+                row = claim if claim_id == claim.claim_id else conn.execute(
+                    sa.select(c.claim_id, *[c[name] for name in RING_FIELDS]).where(c.claim_id == claim_id)).first()
+                return [] if row is None else [(link["claim_id"], link["shares"])
+                                               for link in self._ring_by_identity(conn, row)]
+
+        def details(claim_ids: list[str]) -> dict[str, dict]:
+            columns = [c[name] for name in dict.fromkeys((*SHOWN, *RING_FIELDS))]
+            return {row.claim_id: row._asdict() for part in key_chunks(claim_ids)
+                    for row in conn.execute(sa.select(*columns).where(c.claim_id.in_(part)))}
+        return neighbourhood(_claim_dict(claim), one_hop, details, functools.partial(self._marks, conn))
+
+    def _ring_by_identity(self, conn: sa.Connection, claim) -> list[dict]:
+        """The ring's query (SQL) once per identity of the claim, each for its newest FAN_OUT + 1
+        claims, merged newest first: a busy provider cannot push out the claim sharing a phone."""
+        found: dict[str, dict] = {}
+        for name in RING_FIELDS:
+            if getattr(claim, name) is not None:
+                only = dict.fromkeys(RING_FIELDS) | {"claim_id": claim.claim_id, name: getattr(claim, name)}
+                for link in self._ring(conn, SimpleNamespace(**only), FAN_OUT + 1):
+                    found.setdefault(link["claim_id"], link | {"shares": []})["shares"].append(name)
+        return newest_first(found.values())
+
+    def _marks(self, conn: sa.Connection, claim_ids: list[str]) -> dict[str, set[str]]:
+        """Per claim, "confirmed_fraud" where its recorded outcome says fraud (OUTCOME_LABELS) and
+        "open_siu" where a case referring it to investigators is not resolved yet."""
+        o, k = self.review.outcomes.c, self.review.cases.c
+        fraud = [name for name, (is_fraud, _) in OUTCOME_LABELS.items() if is_fraud]
+        marks: dict[str, set[str]] = {}
+        for part in key_chunks(claim_ids):
+            confirmed = sa.select(o.claim_id).where(o.claim_id.in_(part), o.outcome.in_(fraud))
+            referred = sa.select(k.claim_id).where(k.claim_id.in_(part), k.decision == SIU_REFERRAL,
+                                                   k.status != RESOLVED)
+            for mark, query in (("confirmed_fraud", confirmed), ("open_siu", referred)):
+                for claim_id in conn.execute(query).scalars():
+                    marks.setdefault(claim_id, set()).add(mark)
+        return marks
 
     def respond(self, claim_id: str, by: str, *, via: str) -> dict:
         """`by` takes the claim's case (the first response), sent by the authenticated identity `via`
@@ -425,6 +513,9 @@ class ClaimStore:
         frame["is_fraud"] = pd.array([OUTCOME_LABELS[x][0] for x in outcomes], dtype="boolean")
         frame["paid_as_filed"] = pd.array([OUTCOME_LABELS[x][1] for x in outcomes], dtype="boolean")
         frame["outcome"] = pd.array(outcomes, dtype="str")
+        # The moment an outcome confirmed fraud is when the claim graph may count it (features/graph.py).
+        frame[OUTCOME_TIME_FIELD] = pd.Series([r.recorded_at if OUTCOME_LABELS[r.outcome][0] else None for r in rows],
+                                              dtype="datetime64[s]")
         return frame
 
     def _ring(self, conn: sa.Connection, claim, limit: int = 50) -> list[dict]:
@@ -455,6 +546,11 @@ class ClaimStore:
         """Give the index the claims committed since it last looked (the caller holds its lock).
         Exact without the write lock too: seqs are given under it, so they commit in order."""
         index.catch_up(self._index_rows(conn, after_seq=index.seen))
+        o, k = self.review.outcomes.c, self.confirmations.c
+        index.confirm("outcomes", conn.execute(sa.select(o.id, o.claim_id, o.recorded_at).where(
+            o.id > index.confirmed_seen["outcomes"], o.outcome.in_(FRAUD_OUTCOMES)).order_by(o.id)))
+        index.confirm("history", conn.execute(sa.select(k.id, k.claim_id, k.confirmed_at).where(
+            k.id > index.confirmed_seen["history"]).order_by(k.id)))
 
     def _index_rows(self, conn: sa.Connection, after_seq: int | None = None):
         """The claims rows the history index is made of: all, or those written after `after_seq`, in order."""
@@ -529,15 +625,25 @@ class Intake:
                 self._holds_index = False
                 self.index.lock.release()
 
-    def history(self, claims: list[dict], wanted: Iterable[str]) -> dict[str, np.ndarray]:
+    def history(self, claims: list[dict], wanted: Iterable[str],
+                graph: GraphSettings | None = None) -> dict[str, np.ndarray]:
         """History features of claims already `put`: float64 arrays in the claims' order, equal
         bit for bit to `features.history.history_features` over the same claims and stored
         history (tests hold them side by side). Missing where the claim lacks the entity (or, for
         the shared ones, its claimant). From the in-memory index where the store keeps one,
-        otherwise counted in the database."""
+        otherwise counted in the database. The claim graph's features (features.graph) follow
+        `graph`, the settings the model was trained with."""
+        wanted = list(wanted)
+        counted = [name for name in wanted if name not in GRAPH_FEATURES]
+        linked = [name for name in wanted if name in GRAPH_FEATURES]
         if self.index is not None:
-            return self.index.history(claims, wanted)
-        return self.store._sql_history.count(self.conn, claims, wanted)
+            out = self.index.history(claims, counted)
+        else:
+            out = self.store._sql_history.count(self.conn, claims, counted)
+        if linked:
+            lookup = IndexLookup(self.index) if self.index is not None else self.store.graph_lookup(self.conn)
+            out.update(graph_history(lookup, claims, linked, graph or GraphSettings()))
+        return out
 
     def decide(self, claims: list[dict], responses: list[dict], model_version: str) -> list[int]:
         """The decisions (one per claim, in order) of claims `put` in this transaction, their review

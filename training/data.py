@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.schema import CLAIM_FIELDS, LABEL_FIELDS, ClaimField
+from features.schema import CLAIM_FIELDS, LABEL_FIELDS, OUTCOME_TIME_FIELD, ClaimField
 from features.validation import ValidationReport, validate_claims
 
 SUFFIXES = (".parquet", ".csv")
@@ -40,7 +40,8 @@ def validate_for_training(frame: pd.DataFrame, partial: bool = False,
     """
     fields = tuple(f for f in CLAIM_FIELDS if f.name in frame.columns) if partial else CLAIM_FIELDS
     labels = tuple(name for name in LABEL_FIELDS if name == "is_fraud" or name in frame.columns)
-    report = validate_claims(frame, fields=fields + tuple(extra_fields), labels=labels)
+    outcome_times = (OUTCOME_TIME_FIELD,) if OUTCOME_TIME_FIELD.name in frame.columns else ()
+    report = validate_claims(frame, fields=fields + tuple(extra_fields) + outcome_times, labels=labels)
     if report.n_invalid == report.n_rows:
         raise DataError("no valid claims to train on:\n" + report.summary())
     return report

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 
 from features.builder import FeatureBuilder
-from models.anomaly import AnomalyDetector
+from models.anomaly import ANOMALY_GROUP_BY, AnomalyDetector, TailDetector, input_columns
 from models.bundle import BoostedModel, TriageBundle
 from models.calibration import PlattCalibrator
 from models.config import Config, TrainingConfig
 from models.policy import DecisionPolicy
-from training.data import Split
+from training.data import Split, claim_times
 
 Progress = Callable[[str], None]
 
@@ -68,7 +68,7 @@ def fit_builder(claims: pd.DataFrame, split: Split, cfg: TrainingConfig,
     would learn that a code's rate predicts fraud far better than it does on new claims."""
     train = claims.loc[split.train]
     builder = FeatureBuilder(extras.categorical, extras.numeric, extras.precision, extras.encodings,
-                             cfg.max_category_levels, cfg.target_smoothing, cfg.seed).fit(train)
+                             cfg.max_category_levels, cfg.target_smoothing, cfg.seed, cfg.graph).fit(train)
     matrix = builder.transform(claims)
     matrix[split.train] = builder.out_of_fold(train, matrix[split.train])
     return builder, matrix
@@ -107,6 +107,17 @@ def fit_boosted(matrix: np.ndarray, target: np.ndarray, split: Split, builder: F
     return model
 
 
+def fit_anomaly_detector(builder: FeatureBuilder, train: np.ndarray,
+                         cfg: TrainingConfig) -> TailDetector | AnomalyDetector:
+    """The configured anomaly detector over the named claim features (models.anomaly.ANOMALY_INPUTS);
+    the amount is judged per line of business and loss type when they reach the model as categories."""
+    names = builder.feature_names_
+    if cfg.anomaly_detector == "forest":
+        return AnomalyDetector(input_columns(names), cfg.anomaly_trees, cfg.anomaly_max_samples, cfg.seed).fit(train)
+    categories = {names[j] for j in builder.categorical_indices_}
+    return TailDetector(names, group_by=tuple(n for n in ANOMALY_GROUP_BY if n in categories)).fit(train)
+
+
 def fit_bundle(claims: pd.DataFrame, split: Split, config: Config, progress: Progress = lambda _: None,
                extras: Extras = Extras()) -> FittedRun:
     """Fit every part of the bundle on the training claims; calibration and thresholds on validation."""
@@ -122,16 +133,16 @@ def fit_bundle(claims: pd.DataFrame, split: Split, config: Config, progress: Pro
         progress("eligibility model")
         eligibility = fit_boosted(matrix, payable, split, builder, cfg, reweight=False)
     progress("anomaly detector")
-    numeric = [i for i, s in enumerate(builder.specs_) if s.kind == "numeric"]
-    anomaly = AnomalyDetector(numeric, cfg.anomaly_trees, cfg.anomaly_max_samples, cfg.seed)
-    anomaly.fit(matrix[split.train])
+    anomaly = fit_anomaly_detector(builder, matrix[split.train], cfg)
     progress("decision policy")
     bundle = TriageBundle(builder, fraud, anomaly, DecisionPolicy(config.targets), eligibility,
                           typical_values=typical_values(builder, matrix[split.train & ~is_fraud]))
     val = claims.loc[split.validation]
     scores = bundle.model_scores(val, matrix[split.validation])
+    times = claim_times(val) if split.kind == "time" else None  # the drift margin needs a period in time
     bundle.policy.fit(scores.fraud, scores.anomaly, scores.approval,
-                      None if payable is None else payable[split.validation], scores.blocked)
+                      None if payable is None else payable[split.validation], scores.blocked,
+                      None if times is None else times[1])
     return FittedRun(bundle, matrix, is_fraud, payable, split)
 
 

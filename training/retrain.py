@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
+from features.graph import OUTCOME_TIME_FIELD
 from features.schema import GROUND_TRUTH_FIELDS
 from models.config import Config
 from training import registry
@@ -84,6 +86,11 @@ def merge_outcomes(training: pd.DataFrame, outcomes: pd.DataFrame) -> tuple[pd.D
     if "paid_as_filed" in newer.columns:
         said = newer.loc[ids, "paid_as_filed"].astype("boolean")
         merged.loc[both, "paid_as_filed"] = said.fillna(before["paid_as_filed"].set_axis(said.index)).to_numpy()
+    if OUTCOME_TIME_FIELD in newer.columns and OUTCOME_TIME_FIELD in merged.columns:
+        # Fraud known from its first confirmation: the extract's, or the outcome's if earlier.
+        said = newer.loc[ids, OUTCOME_TIME_FIELD].to_numpy(dtype="datetime64[s]")
+        known = merged.loc[both, OUTCOME_TIME_FIELD].to_numpy(dtype="datetime64[s]")
+        merged.loc[both, OUTCOME_TIME_FIELD] = np.where(np.isnat(known) | (said < known), said, known)
     after = merged.loc[both, list(LABELS)]
     changed = (after != before).fillna(False) | (after.isna() != before.isna())
     added = outcomes.loc[~outcomes["claim_id"].isin(training["claim_id"])]

@@ -35,6 +35,24 @@ class TrainingResult:
     notes: list[str]
 
 
+
+def graph_summary(builder) -> dict:
+    """How the claim graph linked the training claims: its settings and the identities ignored."""
+    settings = builder.graph_settings
+    return {"link_fields": list(settings.link_fields), "max_claims_per_identity": settings.max_claims_per_identity,
+            "placeholders": list(settings.placeholders),
+            "ignored": builder.graph_report_.as_dict() if hasattr(builder, "graph_report_") else None}
+
+
+def graph_metrics(builder) -> dict[str, float]:
+    """The identities that linked nothing in the training claims, as run metrics."""
+    report = getattr(builder, "graph_report_", None)
+    if report is None:
+        return {}
+    return {"graph_placeholder_values": float(report.placeholder_values),
+            "graph_over_shared_links": float(report.over_shared_links),
+            "graph_over_shared_values": float(sum(report.over_shared_values.values()))}
+
 def run_training(frame: pd.DataFrame, config: Config, source: str, progress: Progress = lambda _: None,
                  promote: bool = True, extras: Extras = Extras(), partial: bool = False,
                  mapping: dict | None = None, source_notes: list[str] = ()) -> TrainingResult:
@@ -72,7 +90,9 @@ def run_training(frame: pd.DataFrame, config: Config, source: str, progress: Pro
         mlflow.log_dict(fitted.bundle.policy.describe(), "policy.json")
         mlflow.log_dict({"features": fitted.bundle.builder.feature_names_,
                          "fields": [f.name for f in fitted.bundle.claim_fields],
-                         "left_out": getattr(fitted.bundle.builder, "dropped_features_", {})}, "feature_spec.json")
+                         "left_out": getattr(fitted.bundle.builder, "dropped_features_", {}),
+                         "graph": graph_summary(fitted.bundle.builder)}, "feature_spec.json")
+        mlflow.log_metrics(graph_metrics(fitted.bundle.builder))
         progress("registry")
         registry.log_evaluation_data(claims, split.test)
         log_reference_profile(client, run.info.run_id, fitted, claims)

@@ -1,9 +1,12 @@
 """Explanations are exact and every feature reads as a sentence an adjuster understands."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from features.builder import CLAIM_FEATURES, HISTORY_FEATURES
+from models.anomaly import AnomalyDetector, TailDetector, input_columns
 from models.explain import Explainer
 from models.reasons import SENTENCES, reason_sentence
 
@@ -15,6 +18,21 @@ def explained(fitted_run):
     return explainer, matrix, explainer.contributions(matrix)
 
 
+@pytest.fixture(scope="module")
+def forest_bundle(fitted_run):
+    """The same bundle with the isolation forest: the "forest" detector, and bundles registered before issue #15."""
+    names = fitted_run.bundle.builder.feature_names_
+    forest = AnomalyDetector(input_columns(names), 100, 128, 0).fit(fitted_run.matrix[fitted_run.split.train])
+    return dataclasses.replace(fitted_run.bundle, anomaly=forest)
+
+
+@pytest.fixture(scope="module")
+def forest_explained(forest_bundle, fitted_run):
+    explainer = Explainer(forest_bundle)
+    matrix = fitted_run.matrix[fitted_run.split.test][:300]
+    return explainer, matrix, explainer.contributions(matrix)
+
+
 def test_base_plus_contributions_reproduce_each_boosted_model(explained, fitted_run):
     _, matrix, parts = explained
     for name, model in (("fraud", fitted_run.bundle.fraud), ("eligibility", fitted_run.bundle.eligibility)):
@@ -22,13 +40,29 @@ def test_base_plus_contributions_reproduce_each_boosted_model(explained, fitted_
         np.testing.assert_allclose(base + values.sum(axis=1), model.margin(matrix), atol=1e-9)
 
 
-def test_anomaly_contributions_reproduce_the_forest_score(explained, fitted_run):
-    explainer, matrix, parts = explained
+@pytest.mark.parametrize("which", ["explained", "forest_explained"])
+def test_anomaly_contributions_reproduce_the_detector_score(which, request):
+    explainer, matrix, parts = request.getfixturevalue(which)
+    detector = explainer.bundle.anomaly
+    assert isinstance(detector, TailDetector) == (which == "explained")
     base, values = parts["anomaly"]
-    np.testing.assert_allclose(explainer.anomaly_raw_score(base, values),
-                               fitted_run.bundle.anomaly.raw_score(matrix), rtol=1e-9)
-    unused = [j for j in range(matrix.shape[1]) if j not in fitted_run.bundle.anomaly.columns]
+    np.testing.assert_allclose(explainer.anomaly_raw_score(base, values), detector.raw_score(matrix), rtol=1e-9)
+    unused = [j for j in range(matrix.shape[1]) if j not in detector.columns]
     assert not values[:, unused].any()
+    assert values[:, detector.columns].any()
+
+
+def test_the_anomaly_reasons_name_what_made_an_abnormal_payout_unusual(explained, fitted_run):
+    # An abnormal payout's strongest anomaly reason is its amount, pushing towards the alert.
+    explainer, matrix, parts = explained
+    names = explainer.names
+    payout = matrix[:20].copy()
+    payout[:, names.index("amount_to_typical_for_loss_type")] *= 40.0
+    reasons = explainer.reasons(payout, top=3)
+    for claim in reasons:
+        strongest = claim["anomaly"][0]
+        assert strongest.feature == "amount_to_typical_for_loss_type" and strongest.contribution > 0
+        assert "times the typical claim of this loss type" in strongest.text
 
 
 def test_boosted_tables_give_lightgbms_own_contributions(explained, fitted_run):
@@ -49,13 +83,13 @@ def test_boosted_tables_give_lightgbms_own_contributions(explained, fitted_run):
         assert explainer.sources[name].expected_value == pytest.approx(oracle[0, -1], abs=1e-12)
 
 
-def test_forest_tables_give_shaps_treeexplainer_values(explained, fitted_run):
+def test_forest_tables_give_shaps_treeexplainer_values(forest_explained, forest_bundle):
     # The forest is explained from per-leaf tables (models.treeshap); shap's TreeExplainer is the oracle.
     import shap
 
-    explainer, matrix, _ = explained
-    forest = fitted_run.bundle.anomaly.forest_
-    inputs = fitted_run.bundle.anomaly.prepare(matrix)
+    explainer, matrix, _ = forest_explained
+    forest = forest_bundle.anomaly.forest_
+    inputs = forest_bundle.anomaly.prepare(matrix)
     # Claims at split thresholds rounded to float32 (the trees compare float32 values) and one float32 step
     # either side: the closest a claim comes to a split.
     tree, columns = forest.estimators_[0].tree_, forest.estimators_features_[0]
@@ -73,15 +107,18 @@ def test_forest_tables_give_shaps_treeexplainer_values(explained, fitted_run):
     assert explainer.sources["anomaly"].expected_value == pytest.approx(float(np.ravel(oracle.expected_value)[0]), abs=1e-12)
 
 
-def test_the_reference_engine_calls_the_named_tools_and_gives_the_same_reasons(explained, fitted_run):
+@pytest.mark.parametrize("which, anomaly_source", [("explained", "TailContributions"),
+                                                    ("forest_explained", "ShapTreeContributions")])
+def test_the_reference_engine_calls_the_named_tools_and_gives_the_same_reasons(which, anomaly_source, request):
     """serving.shap_engine = "reference": LightGBM's pred_contrib and shap's TreeExplainer on the hot
-    path instead of the tables; the same contributions, base values and reasons."""
-    from models.explain import LightGBMContributions, ShapTreeContributions
+    path instead of the tables; the same contributions, base values and reasons. The tail detector
+    is its own reference: its terms are exact."""
+    from models.explain import LightGBMContributions
 
-    tables, matrix, parts = explained
-    reference = Explainer(fitted_run.bundle, "reference")
+    tables, matrix, parts = request.getfixturevalue(which)
+    reference = Explainer(tables.bundle, "reference")
     assert isinstance(reference.sources["fraud"], LightGBMContributions)
-    assert isinstance(reference.sources["anomaly"], ShapTreeContributions)
+    assert type(reference.sources["anomaly"]).__name__ == anomaly_source
     theirs = reference.contributions(matrix)
     for name, (base, values) in parts.items():
         np.testing.assert_allclose(theirs[name][1], values, rtol=0, atol=1e-12, err_msg=name)
@@ -93,7 +130,7 @@ def test_the_reference_engine_calls_the_named_tools_and_gives_the_same_reasons(e
             np.testing.assert_allclose([r.contribution for r in mine[model]],
                                        [r.contribution for r in other[model]], atol=2e-6)
     with pytest.raises(ValueError, match="one of tables, reference, not 'shap'"):
-        Explainer(fitted_run.bundle, "shap")
+        Explainer(tables.bundle, "shap")
 
 
 def test_a_batch_is_explained_exactly_as_each_claim_alone(explained):

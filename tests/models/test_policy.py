@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from models.config import DecisionTargets
-from models.policy import (AUTO_APPROVE, ENHANCED_REVIEW, SIU_REFERRAL, STANDARD_REVIEW, DecisionPolicy, rule_hits,
-                           wilson_lower_bound)
+from models.policy import (AUTO_APPROVE, ENHANCED_REVIEW, SIU_REFERRAL, STANDARD_REVIEW, DecisionPolicy, Thresholds,
+                           drift_margin, rule_hits, wilson_lower_bound)
 
 TARGETS = DecisionTargets(auto_approve_precision=0.99, auto_approve_min_support=50, siu_referral_rate=0.02,
                           anomaly_alert_rate=0.01, auto_approve_amount_cap=25_000, auto_approve_confidence_z=0.0)
@@ -119,3 +119,109 @@ def test_hard_rules_read_only_the_fields_an_extract_has():
     assert rule_hits(no_dates, 25_000) == [["amount_above_auto_approve_cap"], []]
     assert [record_rule_hits(c, 25_000) for c in no_dates.to_dict(orient="records")] == \
         [["amount_above_auto_approve_cap"], []]
+
+
+def _steady_book(n=6000, seed=3):
+    """Validation claims whose scores rank well: the top third 99.5% payable, the rest 90%."""
+    rng = np.random.default_rng(seed)
+    approval = rng.random(n)
+    payable = rng.random(n) < np.where(approval > 2 / 3, 0.995, 0.9)
+    return approval, payable
+
+
+def test_the_next_period_bound_is_stricter_than_the_validation_bound_and_holds_at_half_the_count():
+    approval, payable = _steady_book()
+    n = len(approval)
+    careful = replace(TARGETS, auto_approve_confidence_z=1.645, auto_approve_drift_blocks=0)
+    old = DecisionPolicy(replace(careful, auto_approve_bound="validation")).fit(
+        np.zeros(n), np.zeros(n), approval, payable, np.zeros(n, bool)).thresholds_
+    new = DecisionPolicy(careful).fit(np.zeros(n), np.zeros(n), approval, payable, np.zeros(n, bool)).thresholds_
+    assert new.auto_approve_probability > old.auto_approve_probability
+    # The new cut is the widest whose share, counted at half its claims (two periods' chance), stays >= 99%.
+    approved = approval >= new.auto_approve_probability
+    hits, count = payable[approved].sum(), approved.sum()
+    assert wilson_lower_bound(np.array([hits / 2]), np.array([count / 2]), 1.645)[0] >= 0.99
+    wider = approval >= np.sort(approval[~approved])[-1]
+    assert wilson_lower_bound(np.array([payable[wider].sum() / 2]), np.array([wider.sum() / 2]), 1.645)[0] < 0.99
+    assert "next period" in new.auto_approve_note
+
+
+def test_drift_margin_follows_a_steady_fall_to_the_next_period_shrunk_by_its_noise():
+    # Three blocks of 10,000 approvals at 99.5%, 99.0%, 98.5%: -1.5 points a validation length; the
+    # binomial standard error of that slope is 0.21 points, so the fall is kept nearly whole.
+    approved = np.ones(30_000, bool)
+    payable = np.ones(30_000, bool)
+    for block, errors in enumerate((50, 100, 150)):
+        payable[block * 10_000:block * 10_000 + errors] = False
+    times = np.arange(30_000)
+    se = (10_000 * (2 / 9) / (0.99 * 0.01)) ** -0.5
+    assert drift_margin(approved, payable, times, 3) == pytest.approx(0.015 * (1 - se ** 2 / 0.015 ** 2), rel=1e-9)
+    # Order comes from the times, not the positions: shuffled claims give the same margin...
+    shuffle = np.random.default_rng(0).permutation(30_000)
+    assert drift_margin(approved[shuffle], payable[shuffle], times[shuffle], 3) == pytest.approx(
+        drift_margin(approved, payable, times, 3))
+    # ...and a rise (the same claims, time reversed) gives none.
+    assert drift_margin(approved, payable, -times, 3) == 0.0
+
+
+def test_drift_margin_ignores_a_fall_within_chance():
+    # 99.4%, 99.3%, 99.2% on 1,000 approvals a block: a 0.2-point fall against a standard error of 0.45.
+    approved, payable = np.ones(3000, bool), np.ones(3000, bool)
+    for block, errors in enumerate((6, 7, 8)):
+        payable[block * 1000:block * 1000 + errors] = False
+    assert drift_margin(approved, payable, np.arange(3000), 3) == 0.0
+    # No error at all, or a block without approvals: nothing to follow.
+    assert drift_margin(approved, np.ones(3000, bool), np.arange(3000), 3) == 0.0
+    approved[:1000] = False
+    assert drift_margin(approved, payable, np.arange(3000), 3) == 0.0
+
+
+def test_a_falling_validation_period_raises_the_target_and_the_threshold():
+    # Errors grow towards lower scores (20% x (1 - score)^2); in the last third of the period 0.4% more.
+    rng = np.random.default_rng(4)
+    n = 60_000
+    approval, times = rng.random(n), np.arange(n)
+    payable = rng.random(n) >= 0.2 * (1 - approval) ** 2
+    payable[(times >= 40_000) & (rng.random(n) < 0.004)] = False
+    args = (np.zeros(n), np.zeros(n), approval, payable, np.zeros(n, bool))
+    careful = replace(TARGETS, auto_approve_confidence_z=1.645)
+    still = DecisionPolicy(careful).fit(*args).thresholds_  # no times: no period to measure a drift on
+    drifting = DecisionPolicy(careful).fit(*args, times).thresholds_
+    assert still.auto_approve_drift_margin == 0.0
+    assert 0.001 < drifting.auto_approve_drift_margin < 0.01
+    assert drifting.auto_approve_probability > still.auto_approve_probability
+    assert f"raised by {drifting.auto_approve_drift_margin:.2%}" in drifting.auto_approve_note
+    off = DecisionPolicy(replace(careful, auto_approve_drift_blocks=0)).fit(*args, times).thresholds_
+    assert off.auto_approve_drift_margin == 0.0 and off.auto_approve_probability == still.auto_approve_probability
+
+
+def test_thresholds_saved_before_the_margin_existed_read_as_no_margin():
+    old = object.__new__(Thresholds)
+    old.__dict__.update(siu_fraud_probability=0.5, anomaly_percentile=0.9, auto_approve_probability=0.97,
+                        auto_approve_note="", validation_auto_approve_precision=0.99,
+                        validation_auto_approve_rate=0.1)
+    assert old.auto_approve_drift_margin == 0.0
+
+
+def test_realised_approval_precision_is_logged_with_its_interval():
+    from training.evaluate import approval_metrics
+
+    approved = np.r_[np.ones(100, bool), np.zeros(50, bool)]
+    payable = np.r_[np.ones(99, bool), np.zeros(51, bool)]
+    m = approval_metrics(approved, payable, 0.0015)
+    assert m["test_auto_approved"] == 100 and m["test_auto_approve_precision"] == pytest.approx(0.99)
+    # 99 of 100: the textbook Wilson 95% interval.
+    assert (m["test_auto_approve_precision_low"], m["test_auto_approve_precision_high"]) == (
+        pytest.approx(0.9455, abs=1e-4), pytest.approx(0.9982, abs=1e-4))
+    assert m["auto_approve_drift_margin"] == 0.0015
+    none = approval_metrics(np.zeros(5, bool), np.ones(5, bool), 0.0)
+    assert none["test_auto_approved"] == 0 and np.isnan(none["test_auto_approve_precision_low"])
+
+
+def test_an_unknown_approval_bound_is_refused_by_name(tmp_path):
+    from models.config import ConfigError, load_config
+
+    path = tmp_path / "bad.toml"
+    path.write_text('[targets]\nauto_approve_bound = "optimistic"\n')
+    with pytest.raises(ConfigError, match="auto_approve_bound.*next_period"):
+        load_config(path)

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from features.builder import FeatureBuilder
+from features.graph import GraphSettings
 from features.history import history_feature_requirements, history_features
 from serving.store import ClaimStore
 
@@ -25,7 +26,7 @@ def decision(label: str, fraud: float = 0.1, respond_by: str = "2026-11-26T12:00
 
 def test_features_from_store_history_equal_the_offline_pipeline(store, typed_claims):
     claims = typed_claims.head(4000)
-    builder = FeatureBuilder().fit(claims)
+    builder = FeatureBuilder(graph=GraphSettings(link_fields=())).fit(claims)  # the graph: test_graph_history.py
     offline = builder.transform(claims)
     assert store.seed(claims) == len(claims)
     for i in list(range(0, 4000, 97)) + list(np.flatnonzero(claims["claimant_id"].duplicated().to_numpy())[:20]):
@@ -94,7 +95,9 @@ def test_online_history_equals_the_frame_pipeline_claim_by_claim_and_for_a_batch
     claims.loc[claims.index[::13], "provider_id"] = None
     claims.loc[claims.index[::17], "payee_account"] = None
     claims.loc[claims.index[5::50], "report_date"] = claims["report_date"].shift(1).loc[claims.index[5::50]]
-    builder = FeatureBuilder().fit(claims)
+    # The claim graph's features need the whole book as history, not the claims sharing an entity
+    # that `store.history` gives: tests/serving/test_graph_history.py holds them against the store.
+    builder = FeatureBuilder(graph=GraphSettings(link_fields=())).fit(claims)
     names = [s.name for s in builder.specs_ if s.source == "history"]
     # Edge cases at the boundaries: another claimant on the same payee at the very same second,
     # and the same claimant exactly 90 and 365 days after an earlier claim.
