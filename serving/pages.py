@@ -2,10 +2,11 @@
 inline SVG and one stylesheet (serving/static/review.css), no script, no build step, no CDN.
 
 `queue_page` lists the cases awaiting a person with their time left; `case_page` explains one
-decision in sentences, draws the contributions of the fraud and eligibility models as waterfalls,
-and carries the forms that take the case and record the outcome. The templates escape every
-value (autoescaping), every claim id in a link or a form's address is percent-encoded whole
-(`/`, `?`, `#` and `%` included), and every form carries the session's CSRF token.
+decision in sentences, draws the contributions of the fraud and eligibility models as waterfalls
+and the claim's neighbourhood within two hops as a graph (serving/neighbourhood.py), and carries
+the forms that take the case and record the outcome. The templates escape every value
+(autoescaping), every claim id in a link or a form's address is percent-encoded whole (`/`, `?`,
+`#` and `%` included), and every form carries the session's CSRF token.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import quote
 import jinja2
 
 from serving.clock import as_datetime
+from serving.neighbourhood import ring_layout
 from serving.review import OUTCOME_TEXT
 
 DECISION_TEXT = {
@@ -27,7 +29,11 @@ DECISION_TEXT = {
 }
 MODEL_TEXT = {"fraud": "Fraud risk", "eligibility": "Payable as filed", "anomaly": "How unusual"}
 LINK_TEXT = {"payee_account": "payee account", "claimant_phone": "phone", "claimant_address": "address",
-             "provider_id": "provider"}
+             "provider_id": "provider", "claimant_id": "claimant", "policy_id": "policy"}
+EDGE_TEXT = LINK_TEXT | {"payee_account": "account"}  # on the ring drawing's edges, where room is short
+# A node's marks on the ring drawing: a letter in the node (not colour alone) and the words.
+MARK_GLYPH = {"confirmed_fraud": "F", "open_siu": "S"}
+MARK_TEXT = {"confirmed_fraud": "confirmed fraud", "open_siu": "open SIU case"}
 QUEUE_FILTERS = ("SIU_REFERRAL", "ENHANCED_REVIEW", "STANDARD_REVIEW")
 
 
@@ -65,8 +71,10 @@ def _environment() -> jinja2.Environment:
                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True)
     env.filters.update(urlpart=url_part, left=_left, shown=_shown, amount=_amount, when=_when,
-                       link_text=LINK_TEXT.__getitem__)
-    env.globals.update(decision_text=DECISION_TEXT, outcome_text=OUTCOME_TEXT)
+                       link_text=LINK_TEXT.__getitem__, edge_text=EDGE_TEXT.__getitem__,
+                       mark_glyph=MARK_GLYPH.__getitem__, mark_text=MARK_TEXT.__getitem__)
+    env.globals.update(decision_text=DECISION_TEXT, outcome_text=OUTCOME_TEXT, mark_glyphs=MARK_GLYPH,
+                       mark_texts=MARK_TEXT)
     return env
 
 
@@ -174,4 +182,10 @@ def case_page(detail: dict, now: datetime, error: str | None = None, user: str |
     return _render("case.html", f"Claim {detail['claim_id']}", user, csrf, claim_id=detail["claim_id"], error=error,
                    decision=decision, scores=decision.get("scores") or {}, case=detail.get("case"),
                    model_version=str(detail.get("model_version")), rule_hits=decision.get("rule_hits") or [],
-                   why=why, outcome=detail.get("outcome"), fields=fields, ring=detail.get("ring") or [], now=now)
+                   why=why, outcome=detail.get("outcome"), fields=fields, ring=detail.get("ring") or [], now=now,
+                   graph=_drawn(detail.get("neighbourhood")))
+
+
+def _drawn(graph: dict | None) -> dict | None:
+    """The neighbourhood's drawing, where the claim has any linked claim to draw."""
+    return ring_layout(graph) if graph and len(graph["nodes"]) > 1 else None
