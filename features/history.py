@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.schema import OUTCOME_TIME_FIELD
+
 SECONDS_PER_DAY = 86_400
 WINDOWS_DAYS = (90, 365)
 # Composite sort key = entity code << 34 | seconds since 1900: 2^34 s covers 544 years.
@@ -84,6 +86,10 @@ def history_pool(claims: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataF
         return claims
     earlier = history.loc[~history["claim_id"].isin(claims["claim_id"])]
     columns = [c for c in claims.columns if c in earlier.columns]
+    if OUTCOME_TIME_FIELD.name in earlier.columns and OUTCOME_TIME_FIELD.name not in columns:
+        # When the history's fraud was confirmed (features/graph.py): claims being scored have no
+        # outcome yet, so it is missing for them.
+        return pd.concat([earlier[[*columns, OUTCOME_TIME_FIELD.name]], claims[columns]], ignore_index=True)
     return pd.concat([earlier[columns], claims[columns]], ignore_index=True)
 
 

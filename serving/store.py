@@ -309,6 +309,22 @@ class ClaimStore:
             intake.put(claims)
             return intake.history(claims, wanted, graph)
 
+    def book(self) -> pd.DataFrame:
+        """Every stored claim with when its fraud was confirmed (the seeded history's confirmations
+        and the review's confirmed-fraud outcomes, the first of them): the history the offline
+        pipeline needs to give any claim exactly what scoring gives it, the claim graph included."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(*[self.claims.c[n] for n in self._field_names])).all()
+            o, k = self.review.outcomes.c, self.confirmations.c
+            confirmed: dict[str, datetime] = {}
+            for claim_id, moment in [*conn.execute(sa.select(k.claim_id, k.confirmed_at)),
+                                     *conn.execute(sa.select(o.claim_id, o.recorded_at)
+                                                   .where(o.outcome.in_(FRAUD_OUTCOMES)))]:
+                confirmed[claim_id] = min(moment, confirmed.get(claim_id, moment))
+        frame = self._frame(rows, self._field_names)
+        frame[OUTCOME_TIME_FIELD] = pd.Series([confirmed.get(c) for c in frame["claim_id"]], dtype="datetime64[s]")
+        return frame
+
     def claims_history_features(self, claims: pd.DataFrame, wanted: Iterable[str],
                                 graph: GraphSettings | None = None) -> dict[str, np.ndarray]:
         """`history_features` of claims given as a typed frame (stored claims, read back)."""

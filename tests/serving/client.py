@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pandas as pd
+import pytest
 
 from models.pyfunc import wire_format
 
@@ -18,6 +20,15 @@ def as_json(frame: pd.DataFrame, bundle) -> list[dict]:
     wire = wire_format(frame, bundle)
     records = wire.astype(object).where(wire.notna(), None).to_dict(orient="records")
     return [{k: v for k, v in r.items() if v is not None} for r in records]
+
+
+def browser_tools():
+    """Playwright's sync API and Debian's chromium for a real-browser test, or the test is skipped saying why."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed: `make test` installs it")
+    return sync_api, chromium
 
 
 def post(service, path: str, body, **kwargs) -> httpx.Response:

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 from features.graph import GRAPH_FEATURES, OUTCOME_TIME_FIELD, GraphReport, GraphSettings, graph_features
 from features.history import history_pool
@@ -141,23 +140,10 @@ def test_the_settings_refuse_what_cannot_link():
 
 # --- online, from the claim store --------------------------------------------------------------
 
-def stored_frame(store: ClaimStore) -> pd.DataFrame:
-    """Every stored claim, with when its fraud was confirmed (the outcomes recorded)."""
-    with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(*[store.claims.c[n] for n in store._field_names])).all()
-        o, k = store.review.outcomes.c, store.confirmations.c
-        confirmed = dict(conn.execute(sa.select(k.claim_id, k.confirmed_at)).all())
-        for claim_id, moment in conn.execute(sa.select(o.claim_id, o.recorded_at).where(o.outcome == "confirmed_fraud")):
-            confirmed[claim_id] = min(moment, confirmed.get(claim_id, moment))
-    out = store._frame(rows, store._field_names)
-    out[OUTCOME_TIME_FIELD] = pd.Series([confirmed.get(c) for c in out["claim_id"]], dtype="datetime64[s]")
-    return out
-
-
 def assert_online_equals_offline(store: ClaimStore, probe: list[dict], settings: GraphSettings) -> None:
     online = store.history_features(probe, GRAPH_FEATURES, settings)
     probe_frame = frame(probe)
-    pool = history_pool(probe_frame, stored_frame(store))
+    pool = history_pool(probe_frame, store.book())
     expected = graph_features(pool, slice(len(pool) - len(probe), len(pool)), settings)
     for name in GRAPH_FEATURES:
         np.testing.assert_array_equal(online[name], expected[name], err_msg=name)

@@ -1,18 +1,16 @@
 """The claims managers' indicators page, in the real browser: behind an adjuster's login, showing the
 figures `claimtriage monitor` computes from the same store (serving/monitor_reads.service_indicators)."""
 
-import shutil
 from datetime import timedelta
 
 import httpx
-import pytest
 
 from models.config import load_config
 from models.policy import AUTO_APPROVE, OUTCOMES
 from serving.clock import utc_now
 from serving.monitor_reads import service_indicators
 from serving.store import ClaimStore
-from tests.serving.client import as_json, post
+from tests.serving.client import as_json, browser_tools, post
 
 
 def _figures(service, days: int) -> tuple:
@@ -30,10 +28,7 @@ def test_the_indicators_page_needs_a_login_and_comes_back_to_itself(service):
 
 
 def test_a_claims_manager_reads_the_service_indicators_in_a_real_browser(service):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed: `make test` installs it")
+    sync_api, chromium = browser_tools()
     frame = service["new"].iloc[200:240].copy()
     frame["claim_id"] = [f"IND-{i}" for i in range(len(frame))]
     results = post(service, "/score_batch", {"claims": as_json(frame, service["bundle"])}).json()["results"]

@@ -4,12 +4,12 @@ real browser."""
 
 import math
 import re
-import shutil
 from collections import Counter
 from datetime import datetime, timedelta
 from html import unescape
 from urllib.parse import quote
 
+import pandas as pd
 import pytest
 
 from serving import pages
@@ -152,16 +152,23 @@ def test_claimant_and_policy_links_are_drawn_where_the_one_hop_function_gives_th
     assert "shares a phone" not in page  # the legend: what is drawn
 
 
-def stored_chain(store: ClaimStore, typed_claims) -> list[str]:
-    """The chain A-B-C-D stored as scored claims: B referred to investigators, C confirmed fraud."""
-    claims = typed_claims.iloc[1000:1004].copy()
-    ids = [f"RG-{name}" for name in "ABCD"]
+def chain_frame(claims: pd.DataFrame, prefix: str) -> tuple[pd.DataFrame, list[str]]:
+    """Four claims A-B-C-D linked only as a chain: A and B share a phone, B and C an account, C and D
+    an address; every other identity their own."""
+    claims = claims.copy()
+    ids = [f"{prefix}-{name}" for name in "ABCD"]
     claims["claim_id"] = ids
     for field in RING_FIELDS:
-        claims[field] = [f"RG-{field}-{i}" for i in range(4)]
-    claims.loc[claims.index[[0, 1]], "claimant_phone"] = "RG-PH-AB"
-    claims.loc[claims.index[[1, 2]], "payee_account"] = "RG-AC-BC"
-    claims.loc[claims.index[[2, 3]], "claimant_address"] = "RG-AD-CD"
+        claims[field] = [f"{prefix}-{field}-{i}" for i in range(4)]
+    claims.loc[claims.index[[0, 1]], "claimant_phone"] = f"{prefix}-PH-AB"
+    claims.loc[claims.index[[1, 2]], "payee_account"] = f"{prefix}-AC-BC"
+    claims.loc[claims.index[[2, 3]], "claimant_address"] = f"{prefix}-AD-CD"
+    return claims, ids
+
+
+def stored_chain(store: ClaimStore, typed_claims) -> list[str]:
+    """The chain A-B-C-D stored as scored claims: B referred to investigators, C confirmed fraud."""
+    claims, ids = chain_frame(typed_claims.iloc[1000:1004], "RG")
     store.record(claims, [decision("STANDARD_REVIEW"), decision("SIU_REFERRAL"), decision("STANDARD_REVIEW"),
                           decision("SIU_REFERRAL")], "1")
     store.record_outcome(ids[2], "confirmed_fraud", None, by="siu", via="api key siu")
@@ -219,20 +226,11 @@ def test_the_drawing_links_every_claim_to_its_case_and_escapes_what_it_shows(cla
 
 @pytest.mark.slow
 def test_an_adjuster_follows_a_chain_through_the_drawing_in_a_real_browser(service):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed: `make test` installs it")
-    from tests.serving.client import as_json, post
+    from tests.serving.client import as_json, browser_tools, post
 
-    frame = service["new"].iloc[100:104].copy()
-    ids = [f"RING-{name}" for name in "ABCD"]
-    frame["claim_id"] = ids
-    for field in RING_FIELDS:
-        frame[field] = [f"RING-{field}-{i}" for i in range(4)]
-    frame.loc[frame.index[[0, 1]], "claimant_phone"] = "RING-PH-AB"
-    frame.loc[frame.index[[1, 2]], "payee_account"] = "RING-AC-BC"
-    frame.loc[frame.index[[2, 3]], "claimant_address"] = "RING-AD-CD"
+    sync_api, chromium = browser_tools()
+
+    frame, ids = chain_frame(service["new"].iloc[100:104], "RING")
     assert post(service, "/score_batch", {"claims": as_json(frame, service["bundle"])}).status_code == 200
     assert post(service, "/feedback", {"claim_id": ids[2], "outcome": "confirmed_fraud"}).status_code == 201
     a, b, c, d = ids

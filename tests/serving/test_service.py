@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from models.policy import AUTO_APPROVE, OUTCOMES
 from serving import pages
 from serving.store import ClaimStore
 
-from tests.serving.client import as_json as _as_json, clear_queue, get, post
+from tests.serving.client import as_json as _as_json, browser_tools, clear_queue, get, post
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,8 +55,9 @@ def test_online_scores_equal_the_offline_pipeline_exactly(service):
     bundle, new = service["bundle"], service["new"].iloc[10:40]
     replies = [post(service, "/score", c).json() for c in _as_json(new, bundle)]
     # Offline, the history is every claim the service has seen: its training claims, what this test
-    # sent, and what other tests sent to the same server (claims of their own sharing these entities).
-    offline = bundle.score(new, history=ClaimStore(service["store_url"]).history(new))
+    # sent, and what other tests sent to the same server, with when fraud was confirmed (the claim
+    # graph reads whole rings).
+    offline = bundle.score(new, history=ClaimStore(service["store_url"]).book())
     for reply, (_, row) in zip(replies, offline.iterrows()):
         assert reply["claim_id"] == row["claim_id"]
         assert reply["scores"]["fraud_probability"] == row["fraud_probability"]
@@ -256,10 +256,7 @@ def test_bentoml_build_succeeds(tmp_path):
 
 def test_an_adjuster_works_a_case_in_a_real_browser(service):
     """Open the queue, open a case, read why, record the outcome, see the case leave the queue."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed: `make test` installs it")
+    sync_api, chromium = browser_tools()
     claims = _as_json(service["new"].iloc[300:340], service["bundle"])
     results = post(service, "/score_batch", {"claims": claims}).json()["results"]
     assert any(r["decision"] != AUTO_APPROVE for r in results)
