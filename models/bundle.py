@@ -15,7 +15,7 @@ import pandas as pd
 from features.builder import FeatureBuilder
 from features.schema import CLAIM_FIELDS, ClaimField
 from features.validation import ValidationReport, validate_claims
-from models.anomaly import AnomalyDetector
+from models.anomaly import AnomalyDetector, TailDetector
 from models.calibration import PlattCalibrator
 from models.config import DecisionTargets
 from models.policy import DecisionPolicy, rule_hits
@@ -57,7 +57,7 @@ class TriageBundle:
 
     builder: FeatureBuilder
     fraud: BoostedModel
-    anomaly: AnomalyDetector
+    anomaly: TailDetector | AnomalyDetector  # the tails detector, or an isolation forest (older bundles)
     policy: DecisionPolicy
     eligibility: BoostedModel | None = None
     typical_values: dict[str, float] = field(default_factory=dict)

@@ -79,7 +79,8 @@ class Deadlines(BaseModel):
 class ModelTotal(BaseModel):
     base_value: float = Field(description="The model's expected raw output over the training claims.")
     model_output: float = Field(description="This claim's raw output: base value plus every contribution "
-                                            "(log-odds for fraud and eligibility, mean path length for anomaly).")
+                                            "(log-odds for fraud and eligibility; for anomaly the summed improbability of "
+                                            "its features, or an isolation forest's mean path length).")
 
 
 class Decision(BaseModel):
