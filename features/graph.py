@@ -24,7 +24,7 @@ when its rank is below the cap, to the earlier claims that did too.
 Offline, the claims are taken in report order, a second at a time (claims of the same second never
 see each other), keeping the components in a union-find with each component's claims, claimants,
 report times and confirmation times. Online the service's history index answers the same questions
-(serving/graph_index.py); tests hold the two side by side.
+(serving/graph_history.py); tests hold the two side by side.
 """
 
 from __future__ import annotations
