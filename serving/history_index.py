@@ -37,7 +37,6 @@ INDEXED_FIELDS = (*COUNTED, *SHARED)
 assert COUNTED[:2] == PERSON_FIELDS  # an entry's person is its claimant, else its policy
 # The entities a ring of claims shares: a case shows the other claims with any of them.
 RING_FIELDS = (*SHARED, "provider_id")
-_RING_POSITIONS = tuple(1 + INDEXED_FIELDS.index(field) for field in RING_FIELDS)
 # Each value's claims are kept for every indexed entity: the ring view reads the RING_FIELDS ones,
 # the claim graph (serving/graph_history.py) all of them; so are each value's report times.
 MEMBER_FIELDS = (*RING_FIELDS, *COUNTED[:2])
@@ -244,14 +243,15 @@ class HistoryIndex:
         return out
 
 
-    def ring(self, claim_id: str, limit: int) -> list[tuple[str, list[str]]]:
-        """The newest `limit` other claims sharing a ring entity with this one, each with the
-        entities it shares (in RING_FIELDS order); newest first, then by claim_id."""
+    def ring(self, claim_id: str, limit: int, fields: tuple[str, ...] = RING_FIELDS) -> list[tuple[str, list[str]]]:
+        """The newest `limit` other claims sharing one of `fields` (MEMBER_FIELDS) with this one, each
+        with the fields it shares (in `fields` order); newest first, then by claim_id."""
         entry = self.claims.get(claim_id)
         if entry is None:
             return []
         shares: dict[str, list[str]] = {}
-        for field, position in zip(RING_FIELDS, _RING_POSITIONS):
+        for field in fields:
+            position = POSITIONS[field]
             if entry[position] is not None:
                 for other in _members(self.members[field], entry[position]):
                     if other != claim_id:

@@ -30,7 +30,7 @@ from serving.access import Access
 from serving.bulk import BulkInsert, key_chunks
 from serving.clock import utc_now
 from serving.graph_history import IndexLookup, SqlLookup, graph_history
-from serving.history_index import INDEXED_FIELDS, RING_FIELDS, HistoryIndex
+from serving.history_index import INDEXED_FIELDS, MEMBER_FIELDS, RING_FIELDS, HistoryIndex
 from serving.history_sql import ENTITY_INDEX_NAMES, SqlHistory, history_indexes
 from serving.ledger import MAX_PROBLEMS, Covered, Ledger, LedgerEntry, LedgerReport, digest, table_rows
 from serving.neighbourhood import FAN_OUT, SHOWN, neighbourhood, newest_first
@@ -39,6 +39,9 @@ from serving.review import OUTCOME_LABELS, RESOLVED, Review, cases_table, outcom
 _SQL_TYPES = {"string": sa.String(128), "date": sa.DateTime(), "datetime": sa.DateTime(), "number": sa.Float(),
               "integer": sa.Integer(), "boolean": sa.Boolean()}
 SEED_CHUNK = 10_000
+# What the case page's drawing links claims by: the ring's identities, and the claimant and policy
+# (the claim graph links by those too, features/graph.py).
+DRAWN_FIELDS = MEMBER_FIELDS
 FRAUD_OUTCOMES = tuple(name for name, (is_fraud, _) in OUTCOME_LABELS.items() if is_fraud)
 SQLITE_WRITE_WAIT_SECONDS = 30.0
 log = logging.getLogger("claimtriage.store")
@@ -377,16 +380,16 @@ class ClaimStore:
 
             def one_hop(claim_id: str) -> list[tuple[str, list[str]]]:
                 with index.lock:  # as `_ring`: not while a transaction of this process has claims in it
-                    return index.ring(claim_id, len(index.claims))  # all: the limit only cuts the sorted list
+                    return index.ring(claim_id, len(index.claims), DRAWN_FIELDS)  # all: the limit only cuts the sorted list
         else:
             def one_hop(claim_id: str) -> list[tuple[str, list[str]]]:
                 row = claim if claim_id == claim.claim_id else conn.execute(
-                    sa.select(c.claim_id, *[c[name] for name in RING_FIELDS]).where(c.claim_id == claim_id)).first()
+                    sa.select(c.claim_id, *[c[name] for name in DRAWN_FIELDS]).where(c.claim_id == claim_id)).first()
                 return [] if row is None else [(link["claim_id"], link["shares"])
                                                for link in self._ring_by_identity(conn, row)]
 
         def details(claim_ids: list[str]) -> dict[str, dict]:
-            columns = [c[name] for name in dict.fromkeys((*SHOWN, *RING_FIELDS))]
+            columns = [c[name] for name in dict.fromkeys((*SHOWN, *DRAWN_FIELDS))]
             return {row.claim_id: row._asdict() for part in key_chunks(claim_ids)
                     for row in conn.execute(sa.select(*columns).where(c.claim_id.in_(part)))}
         return neighbourhood(_claim_dict(claim), one_hop, details, functools.partial(self._marks, conn))
@@ -395,24 +398,26 @@ class ClaimStore:
         """The ring's query (SQL) once per identity of the claim, each for its newest FAN_OUT + 1
         claims, merged newest first: a busy provider cannot push out the claim sharing a phone."""
         found: dict[str, dict] = {}
-        for name in RING_FIELDS:
+        for name in DRAWN_FIELDS:
             if getattr(claim, name) is not None:
-                only = dict.fromkeys(RING_FIELDS) | {"claim_id": claim.claim_id, name: getattr(claim, name)}
-                for link in self._ring(conn, SimpleNamespace(**only), FAN_OUT + 1):
+                only = dict.fromkeys(DRAWN_FIELDS) | {"claim_id": claim.claim_id, name: getattr(claim, name)}
+                for link in self._ring(conn, SimpleNamespace(**only), FAN_OUT + 1, DRAWN_FIELDS):
                     found.setdefault(link["claim_id"], link | {"shares": []})["shares"].append(name)
         return newest_first(found.values())
 
     def _marks(self, conn: sa.Connection, claim_ids: list[str]) -> dict[str, set[str]]:
-        """Per claim, "confirmed_fraud" where its recorded outcome says fraud (OUTCOME_LABELS) and
-        "open_siu" where a case referring it to investigators is not resolved yet."""
-        o, k = self.review.outcomes.c, self.review.cases.c
-        fraud = [name for name, (is_fraud, _) in OUTCOME_LABELS.items() if is_fraud]
+        """Per claim, "confirmed_fraud" where its recorded outcome says fraud (OUTCOME_LABELS) or its
+        training history had it confirmed, and "open_siu" where a case referring it to investigators
+        is not resolved yet."""
+        o, k, h = self.review.outcomes.c, self.review.cases.c, self.confirmations.c
         marks: dict[str, set[str]] = {}
         for part in key_chunks(claim_ids):
-            confirmed = sa.select(o.claim_id).where(o.claim_id.in_(part), o.outcome.in_(fraud))
+            confirmed = sa.select(o.claim_id).where(o.claim_id.in_(part), o.outcome.in_(FRAUD_OUTCOMES))
+            in_history = sa.select(h.claim_id).where(h.claim_id.in_(part))  # a seeded history's confirmations
             referred = sa.select(k.claim_id).where(k.claim_id.in_(part), k.decision == SIU_REFERRAL,
                                                    k.status != RESOLVED)
-            for mark, query in (("confirmed_fraud", confirmed), ("open_siu", referred)):
+            for mark, query in (("confirmed_fraud", confirmed), ("confirmed_fraud", in_history),
+                                ("open_siu", referred)):
                 for claim_id in conn.execute(query).scalars():
                     marks.setdefault(claim_id, set()).add(mark)
         return marks
@@ -534,21 +539,22 @@ class ClaimStore:
                                               dtype="datetime64[s]")
         return frame
 
-    def _ring(self, conn: sa.Connection, claim, limit: int = 50) -> list[dict]:
-        """The newest `limit` other claims sharing the claim's payee account, phone, address or
-        provider, each with what it shares; from the history index where the store keeps one."""
+    def _ring(self, conn: sa.Connection, claim, limit: int = 50, fields: tuple[str, ...] = RING_FIELDS) -> list[dict]:
+        """The newest `limit` other claims sharing one of the claim's `fields` (by default its payee
+        account, phone, address or provider), each with what it shares; from the history index where
+        the store keeps one."""
         c = self.claims.c
         shown = (c.claim_id, c.claimant_id, c.report_date, c.claim_amount, c.loss_type)
         index = self.history_index()
         if index is not None:
             with index.lock:  # not while a transaction of this process has claims in it
                 self._catch_up(conn, index)
-                picks = index.ring(claim.claim_id, limit)
+                picks = index.ring(claim.claim_id, limit, fields)
             rows = {row.claim_id: row for part in key_chunks([claim_id for claim_id, _ in picks])
                     for row in conn.execute(sa.select(*shown).where(c.claim_id.in_(part)))}
             return [dict(rows[claim_id]._mapping) | {"shares": shares} for claim_id, shares in picks
                     if claim_id in rows]
-        links = [(name, getattr(claim, name)) for name in RING_FIELDS if getattr(claim, name) is not None]
+        links = [(name, getattr(claim, name)) for name in fields if getattr(claim, name) is not None]
         if not links:
             return []
         same = [c[name] == value for name, value in links]

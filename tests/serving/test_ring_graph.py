@@ -154,11 +154,11 @@ def test_claimant_and_policy_links_are_drawn_where_the_one_hop_function_gives_th
 
 def chain_frame(claims: pd.DataFrame, prefix: str) -> tuple[pd.DataFrame, list[str]]:
     """Four claims A-B-C-D linked only as a chain: A and B share a phone, B and C an account, C and D
-    an address; every other identity their own."""
+    an address; every other identity (claimant and policy too) their own."""
     claims = claims.copy()
     ids = [f"{prefix}-{name}" for name in "ABCD"]
     claims["claim_id"] = ids
-    for field in RING_FIELDS:
+    for field in (*RING_FIELDS, "claimant_id", "policy_id"):
         claims[field] = [f"{prefix}-{field}-{i}" for i in range(4)]
     claims.loc[claims.index[[0, 1]], "claimant_phone"] = f"{prefix}-PH-AB"
     claims.loc[claims.index[[1, 2]], "payee_account"] = f"{prefix}-AC-BC"
@@ -182,7 +182,7 @@ def test_the_case_carries_the_neighbourhood_from_every_store(history_store, type
     assert [(n["claim_id"], n["hop"], n["marks"]) for n in graph["nodes"]] == \
         [(a, 0, []), (b, 1, ["open_siu"]), (c, 2, ["confirmed_fraud"])]
     assert edges(graph) == {(a, b): ["claimant_phone"], (b, c): ["payee_account"]}
-    assert graph["nodes"][2]["claimant_id"] == typed_claims["claimant_id"].iloc[1002]
+    assert graph["nodes"][2]["claimant_id"] == "RG-claimant_id-2"
     assert graph["nodes"][2]["report_date"] == typed_claims["report_date"].iloc[1002].to_pydatetime()
     back = history_store.case(d)["neighbourhood"]
     assert [(n["claim_id"], n["marks"]) for n in back["nodes"]] == \
@@ -266,3 +266,28 @@ def test_an_adjuster_follows_a_chain_through_the_drawing_in_a_real_browser(servi
             "nodes => nodes.map(n => n.dataset.claim)")} == {c, b, d, a}  # from C: B and D, then A
         assert not [text for text in console if "Content Security Policy" in text], console
         browser.close()
+
+
+def test_the_drawing_links_by_claimant_and_policy_and_marks_a_seeded_historys_confirmed_fraud(history_store,
+                                                                                              typed_claims):
+    """As the claim graph reads them: a claim by A's claimant (on A's policy) is drawn linked to A by
+    both, and a training claim whose fraud its extract confirmed is marked like a confirmed outcome."""
+    a, b, c, d = stored_chain(history_store, typed_claims)
+    history = typed_claims.iloc[[1010]].copy()
+    history["claim_id"] = "RG-H"
+    for field in RING_FIELDS:
+        history[field] = "RG-H-" + field
+    history["claimant_phone"] = "RG-PH-AB"  # linked to A and B by their phone
+    history["fraud_confirmed_at"] = pd.Timestamp("2024-01-01")
+    history_store.seed(history)
+    again = typed_claims.iloc[[1011]].copy()
+    again["claim_id"] = "RG-E"
+    for field in RING_FIELDS:
+        again[field] = "RG-E-" + field
+    stored_a = history_store.case(a)["claim"]
+    again["claimant_id"], again["policy_id"] = stored_a["claimant_id"], stored_a["policy_id"]
+    history_store.record(again, [decision("STANDARD_REVIEW")], "1")
+    graph = history_store.case(a)["neighbourhood"]
+    assert edges(graph)[(a, "RG-E")] == ["claimant_id", "policy_id"]
+    marks = {n["claim_id"]: n["marks"] for n in graph["nodes"]}
+    assert marks["RG-H"] == ["confirmed_fraud"] and marks["RG-E"] == []
