@@ -317,6 +317,10 @@ class FeatureBuilder:
         absent = [f for f in spec.requires if f not in present]
         if absent:
             return f"no training claim has {' or '.join(absent)}"
+        return self._too_coarse(spec)
+
+    def _too_coarse(self, spec: FeatureSpec) -> str | None:
+        """Why the feature's date fields are known too coarsely for it (PRECISION_NEEDED), or None."""
         for field, needed in PRECISION_NEEDED.get(spec.name, {}).items():
             if spec.source == "history" and field == "report_date":
                 field = getattr(self, "history_time_", field)  # the time history is counted by
@@ -337,10 +341,7 @@ class FeatureBuilder:
             return f"no training claim has any of {', '.join(links)}"
         if spec.name == "ring_fraud_share" and OUTCOME_TIME_FIELD not in present:
             return f"no training claim has {OUTCOME_TIME_FIELD} (when an investigation confirmed its fraud)"
-        known = self._precision(time)
-        if PRECISIONS.index(known) < PRECISIONS.index("week"):
-            return f"{time} is {known}-level; this feature needs week or better"
-        return None
+        return self._too_coarse(spec)
 
     def _precision(self, field: str) -> str:
         return (self.field_precision or {}).get(field) or FULL_PRECISION[FIELDS_BY_NAME[field].kind]

@@ -21,9 +21,9 @@ import sqlalchemy as sa
 
 from features.graph import GRAPH_FEATURES, RECENT_DAYS, GraphSettings
 from features.history import SECONDS_PER_DAY
-from serving.history_index import INDEXED_FIELDS, POSITIONS, HistoryIndex, _members, _moment, _person, micros
+from serving.history_index import (_MICROS, INDEXED_FIELDS, POSITIONS, HistoryIndex, _members, _moment, _person,
+                                   micros)
 
-_MICROS = 1_000_000
 _RECENT = RECENT_DAYS * SECONDS_PER_DAY * _MICROS
 Entry = tuple  # (report time in microseconds or None, *INDEXED_FIELDS), as the history index keeps it
 

@@ -535,8 +535,8 @@ class ClaimStore:
         frame["paid_as_filed"] = pd.array([OUTCOME_LABELS[x][1] for x in outcomes], dtype="boolean")
         frame["outcome"] = pd.array(outcomes, dtype="str")
         # The moment an outcome confirmed fraud is when the claim graph may count it (features/graph.py).
-        frame[OUTCOME_TIME_FIELD] = pd.Series([r.recorded_at if OUTCOME_LABELS[r.outcome][0] else None for r in rows],
-                                              dtype="datetime64[s]")
+        recorded = pd.Series([r.recorded_at for r in rows], dtype="datetime64[s]")
+        frame[OUTCOME_TIME_FIELD] = recorded.where(frame["is_fraud"].to_numpy(dtype=bool, na_value=False))
         return frame
 
     def _ring(self, conn: sa.Connection, claim, limit: int = 50, fields: tuple[str, ...] = RING_FIELDS) -> list[dict]:
