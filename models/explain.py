@@ -29,7 +29,7 @@ from features.graph import GRAPH_FEATURES
 from models.anomaly import TailDetector, average_path_length
 from models.bundle import TriageBundle
 from models.config import SHAP_ENGINES
-from models.reasons import reason_sentence, ring_sentence
+from models.reasons import SHARED_IDENTITY_WORDS, reason_sentence, ring_sentence
 from models.treeshap import TreeTables
 
 MODELS = ("eligibility", "fraud", "anomaly")
@@ -112,6 +112,8 @@ class Explainer:
         self.names = bundle.builder.feature_names_
         self.labels = [s.label for s in bundle.builder.specs_]
         self._ring_columns = [j for j, name in enumerate(self.names) if name in GRAPH_FEATURES]
+        # What the ring sentence reads: the graph features and the identities shared with other claimants.
+        self._ring_told = self._ring_columns + [j for j, name in enumerate(self.names) if name in SHARED_IDENTITY_WORDS]
         # Per model, what computes its SHAP values (the forest's over its own input columns,
         # `detector.columns`): an `expected_value` and `contributions(matrix)`.
         boosted = {"fraud": bundle.fraud}
@@ -188,7 +190,7 @@ class Explainer:
                     value = self._display_value(j, row[j])
                     if j in self._ring_columns and not ring_said:  # the strongest of them tells the whole ring
                         ring_said = True
-                        text = ring_sentence({self.names[k]: row[k] for k in self._ring_columns})
+                        text = ring_sentence({self.names[k]: row[k] for k in self._ring_told})
                         reasons.append(Reason(self.names[j], value, round(c, 6), text))
                         continue
                     text = sentences.get((j, value))

@@ -162,10 +162,17 @@ def reason_sentence(feature: str, label: str, value: float | str | None, typical
     return template(value, typical)
 
 
+# The identities a claim shares with other claimants' earlier claims (features.history), as the ring
+# sentence names them.
+SHARED_IDENTITY_WORDS = {"phone_other_claimants": "phone", "payee_account_other_claimants": "account",
+                         "address_other_claimants": "address"}
+
+
 def ring_sentence(values: dict[str, float]) -> str:
-    """The claim's ring in one sentence, from whichever of its graph features the model reads
-    ("Linked to 7 earlier claims by 4 other claimants, 5 of them in the previous 90 days; 2
-    confirmed as fraud before this claim")."""
+    """The claim's ring in one sentence, from whichever of its graph features the model reads and
+    the identities it shares with other claimants (SHARED_IDENTITY_WORDS) ("Linked to 7 earlier
+    claims by 4 other claimants through a shared phone and account, 5 of them in the previous 90
+    days; 2 confirmed as fraud before this claim")."""
     claims = values.get("ring_claims")
     if claims is None or math.isnan(claims):
         claims = values.get("ring_claims_2hop")
@@ -179,6 +186,9 @@ def ring_sentence(values: dict[str, float]) -> str:
         people = values.get("ring_claimants")
         if people is not None and not math.isnan(people):
             text += f" by {_plural(people, 'other claimant')}"
+        shared = [word for name, word in SHARED_IDENTITY_WORDS.items() if values.get(name, 0) > 0]
+        if shared:
+            text += " through a shared " + (" and ".join(shared) if len(shared) < 3 else "phone, account and address")
         recent = values.get("ring_claims_90d")
         if recent is not None and not math.isnan(recent):
             text += f", {_n(recent)} of them in the previous 90 days"
