@@ -69,6 +69,12 @@ class DecisionTargets:
     auto_approve_amount_cap: float = _bounded(25_000.0, "at least 0")
 
 
+# The red flags every claims handbook names, each a direction the fraud risk takes.
+FRAUD_RISES_WITH = ("amount_to_typical_for_loss_type", "report_delay_days", "claimant_claims_90d",
+                    "claimant_claims_365d", "ring_claims_90d", "ring_fraud_share")
+FRAUD_FALLS_WITH = ("policy_age_days",)
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     seed: int = _bounded(0, "at least 0")
@@ -100,6 +106,20 @@ class TrainingConfig:
     graph_link_fields: tuple = DEFAULT_LINK_FIELDS
     graph_max_claims_per_identity: int = _bounded(50, "at least 1")
     graph_placeholders: tuple = DEFAULT_PLACEHOLDERS
+    # Features the fraud risk may only rise (fall) with, all else equal: LightGBM's monotone
+    # constraints. Names absent from a run's features are ignored (claimtriage.toml: why these).
+    fraud_rises_with: tuple = FRAUD_RISES_WITH
+    fraud_falls_with: tuple = FRAUD_FALLS_WITH
+
+    def __post_init__(self) -> None:
+        both = sorted(set(self.fraud_rises_with) & set(self.fraud_falls_with))
+        if both:
+            raise ConfigError(f"training.fraud_rises_with and training.fraud_falls_with both name {', '.join(both)}")
+
+    @property
+    def fraud_monotone(self) -> dict[str, int]:
+        """Each constrained feature's direction for the fraud model: +1 rising, -1 falling."""
+        return {**{name: 1 for name in self.fraud_rises_with}, **{name: -1 for name in self.fraud_falls_with}}
 
     @property
     def graph(self) -> GraphSettings:

@@ -74,9 +74,11 @@ def fit_builder(claims: pd.DataFrame, split: Split, cfg: TrainingConfig,
     return builder, matrix
 
 
-def booster_params(cfg: TrainingConfig, positive_weight: float) -> dict:
-    """LightGBM settings; depth and leaves are capped so exact explanations stay cheap online."""
-    return {
+def booster_params(cfg: TrainingConfig, positive_weight: float, monotone: list[int] | None = None) -> dict:
+    """LightGBM settings; depth and leaves are capped so exact explanations stay cheap online.
+    `monotone`: per feature, +1 / -1 where the outcome may only rise / fall with it, else 0."""
+    constraints = {"monotone_constraints": monotone, "monotone_constraints_method": "intermediate"} if monotone else {}
+    return constraints | {
         "objective": "binary", "metric": "auc", "learning_rate": cfg.learning_rate,
         "num_leaves": cfg.num_leaves, "max_depth": cfg.max_depth, "min_child_samples": cfg.min_child_samples,
         "feature_fraction": cfg.feature_fraction, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
@@ -87,8 +89,9 @@ def booster_params(cfg: TrainingConfig, positive_weight: float) -> dict:
 
 
 def fit_boosted(matrix: np.ndarray, target: np.ndarray, split: Split, builder: FeatureBuilder,
-                cfg: TrainingConfig, reweight: bool) -> BoostedModel:
-    """Train on the training period with early stopping on validation; calibrate on validation."""
+                cfg: TrainingConfig, reweight: bool, monotone: dict[str, int] | None = None) -> BoostedModel:
+    """Train on the training period with early stopping on validation; calibrate on validation.
+    `monotone`: directions (+1 / -1) of the features the outcome may only rise / fall with."""
     y_train, y_val = target[split.train], target[split.validation]
     if y_train.min() == y_train.max() or y_val.min() == y_val.max():
         raise ValueError("both outcomes must occur in the training and the validation period")
@@ -99,8 +102,10 @@ def fit_boosted(matrix: np.ndarray, target: np.ndarray, split: Split, builder: F
               "free_raw_data": False}
     train_set = lgb.Dataset(matrix[split.train], y_train, **common)
     val_set = lgb.Dataset(matrix[split.validation], y_val, reference=train_set, **common)
-    booster = lgb.train(booster_params(cfg, weight), train_set, num_boost_round=cfg.max_trees,
-                        valid_sets=[val_set], callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)])
+    directions = [(monotone or {}).get(name, 0) for name in builder.feature_names_]
+    params = booster_params(cfg, weight, directions if any(directions) else None)
+    booster = lgb.train(params, train_set, num_boost_round=cfg.max_trees, valid_sets=[val_set],
+                        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)])
     booster.free_dataset()
     model = BoostedModel(booster, PlattCalibrator())
     model.calibrator.fit(model.margin(matrix[split.validation]), y_val)
@@ -127,7 +132,8 @@ def fit_bundle(claims: pd.DataFrame, split: Split, config: Config, progress: Pro
     is_fraud = claims["is_fraud"].to_numpy(dtype=bool)
     payable = payable_label(claims)
     progress("fraud model")
-    fraud = fit_boosted(matrix, is_fraud, split, builder, cfg, reweight=cfg.reweight_rare_class)
+    fraud = fit_boosted(matrix, is_fraud, split, builder, cfg, reweight=cfg.reweight_rare_class,
+                        monotone=cfg.fraud_monotone)
     eligibility = None
     if payable is not None:
         progress("eligibility model")

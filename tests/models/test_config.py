@@ -45,6 +45,9 @@ def test_file_values_override_defaults_and_env_overrides_tracking(tmp_path, monk
     ("[monitoring]\nmin_labels = 0\n", "monitoring.min_labels must be at least 1, got 0"),
     ("[monitoring]\npsi_alert = -0.1\n", "monitoring.psi_alert must be above 0, got -0.1"),
     ("[monitoring]\nmax_overdue = 3\n", "unknown key monitoring.max_overdue"),
+    ('[training]\nfraud_rises_with = ["policy_age_days", "claim_amount"]\n',
+     "training.fraud_rises_with and training.fraud_falls_with both name policy_age_days"),
+    ("[training]\nfraud_falls_with = [30]\n", "training.fraud_falls_with must be tuple"),
 ])
 def test_mistakes_name_the_key(tmp_path, text, message):
     path = tmp_path / "c.toml"
