@@ -9,6 +9,7 @@ PostgreSQL must not pass for one with it).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -35,11 +36,33 @@ def typed_claims(generated_claims) -> pd.DataFrame:
     return report.claims.sort_values("report_date", kind="stable").reset_index(drop=True)
 
 
-def use_home(patch: pytest.MonkeyPatch, home: Path) -> None:
-    """Work in `home`: its own SQLite tracking store and registry, its claim store and claimtriage.toml
-    (the defaults: whatever the environment named is forgotten)."""
+@pytest.fixture(scope="session")
+def empty_tracking_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite tracking store and registry with MLflow's tables made and nothing in them, to copy
+    into each new home (`tracking_store_in`). MLflow makes a new store's tables by running its schema
+    migrations, 3-6 s a store on this machine, which each of the suite's thirty-odd homes paid before."""
+    from mlflow import MlflowClient
+
+    folder = tmp_path_factory.mktemp("empty-tracking-store")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)  # MLflow's own "Default" experiment keeps its artifacts here, never in the project
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        assert client.search_experiments()[0].name == "Default" and not client.search_registered_models()
+    return folder / "mlflow.db"
+
+
+def tracking_store_in(home: Path, empty: Path) -> str:
+    """A new, empty tracking store and registry in `home` (a copy of `empty_tracking_store`), as its URI."""
+    shutil.copyfile(empty, home / "mlflow.db")
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def use_home(patch: pytest.MonkeyPatch, home: Path, empty_store: Path) -> None:
+    """Work in `home`: its own SQLite tracking store and registry (a copy of `empty_store`), its claim
+    store and claimtriage.toml (the defaults: whatever the environment named is forgotten)."""
     patch.setenv("CLAIMTRIAGE_HOME", str(home))
-    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    patch.setenv("MLFLOW_TRACKING_URI", tracking_store_in(home, empty_store))
     patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     patch.delenv("CLAIMTRIAGE_CONFIG", raising=False)
     patch.delenv("CLAIMTRIAGE_DATABASE_URL", raising=False)
@@ -47,9 +70,9 @@ def use_home(patch: pytest.MonkeyPatch, home: Path) -> None:
 
 
 @pytest.fixture
-def mlflow_home(tmp_path, monkeypatch):
+def mlflow_home(tmp_path, monkeypatch, empty_tracking_store):
     """A private working directory with its own SQLite tracking store and registry."""
-    use_home(monkeypatch, tmp_path)
+    use_home(monkeypatch, tmp_path, empty_tracking_store)
     return load_config()
 
 

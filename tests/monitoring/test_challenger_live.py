@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from cli.main import main
+from tests.conftest import tracking_store_in
 from tests.serving.client import as_json
 from training.generate import write_claims
 from training.scenarios import book_and_next_month
@@ -21,8 +22,8 @@ SMALL = 2_000
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    for key, value in {"CLAIMTRIAGE_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+def home(tmp_path, monkeypatch, empty_tracking_store):
+    for key, value in {"CLAIMTRIAGE_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": tracking_store_in(tmp_path, empty_tracking_store),
                        "CLAIMTRIAGE_DATABASE_URL": f"sqlite:///{tmp_path / 'claims.db'}",
                        "CLAIMTRIAGE_CONFIG": str(tmp_path / "claimtriage.toml")}.items():
         monkeypatch.setenv(key, value)

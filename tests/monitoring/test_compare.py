@@ -28,12 +28,12 @@ OUTCOMES = ["confirmed_fraud" if f else "paid_as_filed" for f in FRAUD]
 
 
 @pytest.fixture(scope="module")
-def filled(tmp_path_factory):
+def filled(tmp_path_factory, empty_tracking_store):
     """12 claims decided by champion version 1; 10 of them shadowed by version 2 (one twice: the newest
     counts), one by version 3; outcomes on 8; registry versions 1-3, champion 1, no challenger alias."""
     home = tmp_path_factory.mktemp("compare")
     with pytest.MonkeyPatch.context() as patch:
-        use_home(patch, home)
+        use_home(patch, home, empty_tracking_store)
         (home / "claimtriage.toml").write_text("[monitoring]\nmin_labels = 4\n")
         yield fill(home)
 

@@ -12,6 +12,7 @@ import pytest
 from cli.main import main
 from monitoring.alerts import ALERT_EXIT_CODE
 from serving.clock import utc_now
+from tests.conftest import tracking_store_in
 from tests.serving.client import Server, as_json
 from training.scenarios import apply_scenarios, book_and_next_month, parse_scenarios
 from training.train import run_training
@@ -24,25 +25,25 @@ AMOUNT_FEATURES = {"claim_amount", "amount_to_typical_for_loss_type", "amount_to
 
 
 @pytest.fixture(scope="module")
-def champion(tmp_path_factory):
+def champion(tmp_path_factory, empty_tracking_store):
     """A function giving, per seed, a home with a registry whose champion was trained on the seed's
     book, the book and its next month; trained once per seed for the module."""
     made = {}
 
     def of(seed: int):
         if seed not in made:
-            made[seed] = _champion(tmp_path_factory.mktemp(f"seed{seed}"), seed)
+            made[seed] = _champion(tmp_path_factory.mktemp(f"seed{seed}"), seed, empty_tracking_store)
         return made[seed]
     return of
 
 
-def _champion(home, seed: int):
+def _champion(home, seed: int, empty_tracking_store):
     from models.config import load_config
 
     (home / "claimtriage.toml").write_text("[training]\ncv_below_rows = 0\nmax_trees = 150\n")
     book, month = book_and_next_month(CLAIMS, seed=seed, months=MONTHS)
     env = {"CLAIMTRIAGE_HOME": str(home), "CLAIMTRIAGE_CONFIG": str(home / "claimtriage.toml"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", "BENTOML_DO_NOT_TRACK": "true",
+           "MLFLOW_TRACKING_URI": tracking_store_in(home, empty_tracking_store), "BENTOML_DO_NOT_TRACK": "true",
            "BENTOML_HOME": str(home / "bentoml")}
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():

@@ -62,14 +62,14 @@ def test_the_period_reads_count_a_claim_once_by_its_newest_decision_with_its_out
 
 
 @pytest.fixture(scope="module")
-def monitored(tmp_path_factory):
+def monitored(tmp_path_factory, empty_tracking_store):
     """A champion trained on the first 3,000 of 3,300 generated claims; the last 300 scored as live
     claims four days ago (so their review deadlines have passed), half of them with outcomes."""
     from serving.loading import load_scorer
 
     home = tmp_path_factory.mktemp("monitor")
     with pytest.MonkeyPatch.context() as patch:
-        use_home(patch, home)
+        use_home(patch, home, empty_tracking_store)
         settings(home, QUIET)
         claims = generate_claims(TRAINING + LIVE, seed=21)
         write_claims(claims.iloc[:TRAINING], home / "training.parquet")

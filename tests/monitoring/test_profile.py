@@ -10,12 +10,13 @@ from cli.main import main
 from models.config import load_config
 from models.pyfunc import load_bundle
 from monitoring.profile import SCORE_NAMES, ProfileError, load_profile, profile_claims
+from tests.conftest import tracking_store_in
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, empty_tracking_store):
     """Version 1 trained on 5,000 generated claims (held-out evaluation: no cross-validation), the
     claims file, and the configuration pointing at the temporary registry."""
     from training.generate import generate_claims, write_claims
@@ -24,7 +25,7 @@ def trained(tmp_path_factory):
     home = tmp_path_factory.mktemp("profile")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CLAIMTRIAGE_HOME", str(home))
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+        patch.setenv("MLFLOW_TRACKING_URI", tracking_store_in(home, empty_tracking_store))
         patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         patch.chdir(home)
         (home / "claimtriage.toml").write_text("[training]\ncv_below_rows = 0\n")

@@ -5,6 +5,7 @@ address); CLAIMTRIAGE_REQUIRE_POSTGRES=1 makes its absence a failure (see tests/
 
 import os
 import uuid
+from dataclasses import replace
 
 import pytest
 
@@ -87,7 +88,7 @@ SERVICE_TRAINING_CLAIMS = 7_000
 
 
 @pytest.fixture(scope="session")
-def service(tmp_path_factory, free_port, wait_until_ready):
+def service(tmp_path_factory, free_port, wait_until_ready, empty_tracking_store):
     """One BentoML server on a registered champion (7,000 generated claims) and its own SQLite store,
     shared by every module that talks to it over HTTP. Holds an API key ("tests") and an adjuster
     login (ann / correct horse battery)."""
@@ -99,12 +100,13 @@ def service(tmp_path_factory, free_port, wait_until_ready):
     from models.config import load_config
     from models.pyfunc import load_bundle
     from serving.store import ClaimStore
+    from tests.conftest import tracking_store_in
     from training.generate import generate_claims
     from training.train import run_training
 
     root = Path(__file__).resolve().parents[2]
     home = tmp_path_factory.mktemp("service")
-    env = {"CLAIMTRIAGE_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+    env = {"CLAIMTRIAGE_HOME": str(home), "MLFLOW_TRACKING_URI": tracking_store_in(home, empty_tracking_store),
            "CLAIMTRIAGE_DATABASE_URL": f"sqlite:///{home / 'claims.db'}", "BENTOML_DO_NOT_TRACK": "true",
            "BENTOML_HOME": str(home / "bentoml")}
     claims = generate_claims(SERVICE_TRAINING_CLAIMS + 400, seed=13)
@@ -113,6 +115,9 @@ def service(tmp_path_factory, free_port, wait_until_ready):
             mp.setenv(key, value)
         mp.chdir(home)
         config = load_config()
+        # Held-out evaluation only: the 15 cross-validation fits below cv_below_rows are not what the
+        # servers' tests test, and took most of this fixture's training time.
+        config = replace(config, training=replace(config.training, cv_below_rows=0))
         run_training(claims.head(SERVICE_TRAINING_CLAIMS), config, source="fixture")
         bundle = load_bundle("models:/claim-triage@champion")
     credentials = ClaimStore(env["CLAIMTRIAGE_DATABASE_URL"])

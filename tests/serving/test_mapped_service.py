@@ -10,9 +10,13 @@ import pandas as pd
 import pytest
 
 from features.mapping import apply_mapping, load_mapping, read_source
+from models.config import load_config
 from models.pyfunc import load_bundle
+from serving.loading import check_startup
+from serving.store import ClaimStore
 from cli.main import main
 from training.extracts import write_extract
+from tests.conftest import tracking_store_in
 from tests.serving.client import Server
 
 pytestmark = pytest.mark.slow
@@ -22,13 +26,13 @@ SHIPPED = ROOT / "mappings/insurance_claims.yaml"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, free_port, wait_until_ready):
+def served(tmp_path_factory, free_port, wait_until_ready, empty_tracking_store):
     """Version 1: the public extract through the shipped mapping; version 2: a generated extract
     that lacks claimant ids, report dates and claim amounts. Each served by `claimtriage serve`."""
     home = tmp_path_factory.mktemp("mapped")
-    (home / "claimtriage.toml").write_text("[training]\ncv_folds = 2\ncv_repeats = 1\n")
+    (home / "claimtriage.toml").write_text("[training]\ncv_below_rows = 0\n")  # held-out evaluation: no cross-validation
     env = {"CLAIMTRIAGE_HOME": str(home), "CLAIMTRIAGE_CONFIG": str(home / "claimtriage.toml"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+           "MLFLOW_TRACKING_URI": tracking_store_in(home, empty_tracking_store),
            "CLAIMTRIAGE_DATABASE_URL": f"sqlite:///{home / 'claims.db'}", "BENTOML_DO_NOT_TRACK": "true",
            "BENTOML_HOME": str(home / "bentoml")}
     generated, generated_mapping = write_extract(home / "generated", n_claims=3000, seed=5)
@@ -38,11 +42,16 @@ def served(tmp_path_factory, free_port, wait_until_ready):
         assert main(["train", "--data", str(PUBLIC), "--mapping", str(SHIPPED)]) == 0
         assert main(["train", "--data", str(generated), "--mapping", str(generated_mapping), "--no-promote"]) == 0
         bundles = {1: load_bundle("models:/claim-triage/1"), 2: load_bundle("models:/claim-triage/2")}
+        # One store for both, as one insurer's: seeded with version 1's claims first, as `claimtriage serve`
+        # does before its server starts (a server started and stopped for it took a start's time), then
+        # version 2's server brings its own extract's claims to it.
+        check_startup(load_config(), "models:/claim-triage/1")
+    store = ClaimStore(env["CLAIMTRIAGE_DATABASE_URL"])
+    key = store.access.create_key(store.engine, "tests")
+    store.engine.dispose()
     full_env = {**os.environ, **env}
-    first = Server(home, full_env, "models:/claim-triage/1", free_port(), wait_until_ready)
-    first.stop()  # one store for both, as one insurer's: version 2 brings its own extract's claims to it
-    second = Server(home, full_env, "models:/claim-triage/2", free_port(), wait_until_ready, key=first.key)
-    first = Server(home, full_env, "models:/claim-triage/1", free_port(), wait_until_ready, key=first.key)
+    second = Server(home, full_env, "models:/claim-triage/2", free_port(), wait_until_ready, key=key)
+    first = Server(home, full_env, "models:/claim-triage/1", free_port(), wait_until_ready, key=key)
     yield {"servers": {1: first, 2: second}, "bundles": bundles,
            "extracts": {1: (PUBLIC, SHIPPED), 2: (generated, generated_mapping)}}
     first.stop()

@@ -22,6 +22,7 @@ from models.config import Deadlines
 from serving.scoring import Scorer
 from serving.shadow import Challenger, Shadow, shadow_table
 from serving.store import ClaimStore
+from tests.conftest import tracking_store_in
 from tests.serving.client import as_json
 from training.generate import generate_claims
 
@@ -92,7 +93,7 @@ def test_a_full_queue_skips_the_claims_that_do_not_fit_and_counts_them(fitted_ru
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
+def registry(tmp_path_factory, empty_tracking_store):
     """A registry holding a champion (3,000 claims) and a challenger (trained on 4,000: a different
     model), the claims for both, and the environment to serve them. Trained once per test session:
     tests/serving/test_live_metrics.py finds it by its folder."""
@@ -111,6 +112,7 @@ def registry(tmp_path_factory):
             mp.setenv(key, value)
         if not (home / "versions.json").exists():
             home.mkdir(exist_ok=True)
+            tracking_store_in(home, empty_tracking_store)
             mp.chdir(home)
             _train_champion_and_challenger(claims, home)
         configure(load_config())  # this registry, whichever another fixture pointed MLflow at

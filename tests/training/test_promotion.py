@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 
 from models.config import Config, load_config
 from models.pyfunc import wire_format
+from tests.conftest import tracking_store_in
 from training import registry
 from training.fit import fit_bundle
 
@@ -28,7 +29,7 @@ def weak_bundle(fitted_run, typed_claims):
 
 
 @pytest.fixture(scope="module")
-def versions(fitted_run, weak_bundle, typed_claims, tmp_path_factory):
+def versions(fitted_run, weak_bundle, typed_claims, tmp_path_factory, empty_tracking_store):
     """One private registry holding, by name, the versions the tests set against each other.
 
     Judged on the test period ("A"): the fitted bundle, the one-tree bundle, and two hybrids (the
@@ -38,7 +39,7 @@ def versions(fitted_run, weak_bundle, typed_claims, tmp_path_factory):
     good, split = fitted_run.bundle, fitted_run.split
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CLAIMTRIAGE_HOME", str(home))
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+        patch.setenv("MLFLOW_TRACKING_URI", tracking_store_in(home, empty_tracking_store))
         patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         patch.chdir(home)
         config = load_config()
