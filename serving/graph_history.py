@@ -21,10 +21,9 @@ import sqlalchemy as sa
 
 from features.graph import GRAPH_FEATURES, RECENT_DAYS, GraphSettings
 from features.history import SECONDS_PER_DAY
-from serving.history_index import (_MICROS, INDEXED_FIELDS, POSITIONS, HistoryIndex, _members, _moment, _person,
-                                   micros)
+from serving.history_index import INDEXED_FIELDS, MICROS, POSITIONS, HistoryIndex, micros, moment_of, person_of
 
-_RECENT = RECENT_DAYS * SECONDS_PER_DAY * _MICROS
+_RECENT = RECENT_DAYS * SECONDS_PER_DAY * MICROS
 Entry = tuple  # (report time in microseconds or None, *INDEXED_FIELDS), as the history index keeps it
 
 
@@ -40,17 +39,22 @@ class GraphLookup(Protocol):
 
 
 class IndexLookup:
-    """The lookups from the in-memory history index (the caller holds its lock)."""
+    """The lookups from the in-memory history index (the caller holds its lock), for one walk: it
+    keeps the claims it has read, which do not change while the lock is held."""
 
     def __init__(self, index: HistoryIndex):
         self.index = index
+        self._decoded: dict = {}
+        self._times: dict[tuple[str, str], list[int]] = {}
 
     def members(self, field, value):
-        claims = self.index.claims
-        return ((claim_id, claims[claim_id]) for claim_id in _members(self.index.members[field], value))
+        return self.index.members_of(field, value, self._decoded)
 
     def times(self, field, value):
-        return self.index.times[field].get(value, [])
+        key = (field, value)
+        if key not in self._times:
+            self._times[key] = self.index.times_of(field, value)
+        return self._times[key]
 
     def confirmed(self, claim_ids):
         known = self.index.confirmed
@@ -58,7 +62,7 @@ class IndexLookup:
 
 
 def _second(t: int) -> int:
-    return t - t % _MICROS
+    return t - t % MICROS
 
 
 def graph_history(lookup: GraphLookup, claims: list[dict], wanted: Iterable[str],
@@ -71,7 +75,7 @@ def graph_history(lookup: GraphLookup, claims: list[dict], wanted: Iterable[str]
         return out
     walk = _Walk(lookup, settings)
     for i, claim in enumerate(claims):
-        moment = _moment(claim)
+        moment = moment_of(claim)
         if moment is None:  # no claim dates: in no graph
             continue
         found = walk.describe(claim, _second(micros(moment)))
@@ -153,8 +157,8 @@ class _Walk:
         if not component:
             return {"ring_claims": 0.0, "ring_claimants": 0.0, "ring_claims_90d": 0.0, "ring_claims_2hop": 0.0,
                     "ring_fraud_share": np.nan}
-        person = _person(claim.get("claimant_id"), claim.get("policy_id"))
-        people = {_person(entry[1], entry[2]) for entry in component.values()} - {None}
+        person = person_of(claim.get("claimant_id"), claim.get("policy_id"))
+        people = {person_of(entry[1], entry[2]) for entry in component.values()} - {None}
         recent = sum(1 for entry in component.values() if _second(entry[0]) >= t - _RECENT)
         confirmed = self.lookup.confirmed(component)
         frauds = sum(1 for moment in confirmed.values() if _second(moment) < t)
