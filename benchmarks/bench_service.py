@@ -125,6 +125,9 @@ def main() -> None:
     parser.add_argument("--concurrent-rounds", type=int, default=4)
     parser.add_argument("--keep", action="store_true", help="keep the temporary registry and claim store")
     parser.add_argument("--only-shadow", action="store_true", help="only /score with and without a challenger")
+    parser.add_argument("--only-detectors", action="store_true",
+                        help="only /score of the champion (anomaly detector \"tails\") beside the same training with "
+                             "the isolation forest (\"forest\")")
     args = parser.parse_args()
     # mlflow starts uvicorn by name: the environment's own bin folder must come first.
     home, env, book, key = trained_home("claimtriage-bench-", args.train_claims,
@@ -145,6 +148,9 @@ def main() -> None:
                                 env={**env, "BENTOML_HOME": str(home / f"bentoml-{port}"), **extra},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    if args.only_detectors:
+        compare_detectors(args, home, env, book, key, serve)
+        return
     ours = serve("serving.service:ClaimTriage", ours_port)
     alone = serve("serving.service:ClaimTriage", alone_port, CLAIMTRIAGE_CONFIG=str(home / "alone.toml"),
                   CLAIMTRIAGE_DATABASE_URL=alone_url)
@@ -196,6 +202,48 @@ def main() -> None:
             shutil.rmtree(home, ignore_errors=True)
 
 
+def compare_detectors(args, home: Path, env: dict, book, key: str, serve) -> None:
+    """/score of the champion beside a version trained on the same claims with the isolation forest as
+    its anomaly detector (issue #15: the detector may not grow /score's p99 by more than 10%), each
+    served by alias on a claim store of its own."""
+    from dataclasses import replace
+
+    from mlflow import MlflowClient
+
+    from models.config import load_config
+    from serving.store import ClaimStore
+    from training.train import run_training
+
+    config = load_config()
+    client = MlflowClient()
+    name = config.registry.model_name
+    tails = client.get_model_version_by_alias(name, config.registry.champion_alias).version
+    forest = run_training(book, replace(config, training=replace(config.training, anomaly_detector="forest")),
+                          source="benchmark").version
+    client.set_registered_model_alias(name, "tails", tails)
+    client.set_registered_model_alias(name, "forest", forest)
+    servers, targets = [], []
+    try:
+        for alias in ("forest", "tails"):
+            (home / f"{alias}.toml").write_text(f'[serving]\nmodel_alias = "{alias}"\n')
+            url = f"sqlite:///{home / f'claims-{alias}.db'}"
+            store = ClaimStore(url)
+            port = free_port()
+            servers.append(serve("serving.service:ClaimTriage", port, CLAIMTRIAGE_CONFIG=str(home / f"{alias}.toml"),
+                                 CLAIMTRIAGE_DATABASE_URL=url))
+            wait_ready(f"http://127.0.0.1:{port}/readyz", servers[-1])
+            targets.append((f"anomaly detector {alias!r} (version {forest if alias == 'forest' else tails})",
+                            f"http://127.0.0.1:{port}", store.access.create_key(store.engine, "benchmark")))
+        report_pair(args, "/score by anomaly detector, same claims, same fraud and eligibility training",
+                    targets[0], targets[1], "issue #15: p99 may not grow by more than 10%", book)
+    finally:
+        for process in servers:
+            process.terminate()
+            process.wait(timeout=30)
+        if not args.keep:
+            shutil.rmtree(home, ignore_errors=True)
+
+
 def register_challenger() -> str:
     """A second version of the champion's model under the `challenger` alias: a challenger that costs
     exactly what the champion costs to score."""
@@ -212,29 +260,37 @@ def register_challenger() -> str:
 
 
 def report_shadow(args, plain: str, plain_key: str, shadowed: str, shadowed_key: str, book) -> None:
-    """Single claims to /score with and without a shadow challenger, in turn (each server its own
-    store, so each claim is new to both): p50 and p99, and their ratio (issue #14's target: p99 at
-    most 1.25 times)."""
+    """/score with and without a shadow challenger (issue #14's target: p99 at most 1.25 times)."""
+    report_pair(args, "/score with and without a shadow challenger", ("without a challenger", plain, plain_key),
+                ("with a challenger in the shadow", shadowed, shadowed_key), "target: p99 at most 1.25x", book)
+
+
+def report_pair(args, title: str, first: tuple[str, str, str], second: tuple[str, str, str], target: str,
+                book=None) -> None:
+    """Single claims to two servers' /score, in turn, who goes first alternating (each server its own
+    store, so each claim is new to both): p50 and p99 of each, and their ratio second/first.
+    `first` and `second`: (label, base URL, API key)."""
     claims = claims_as_json(args.singles + 20, seed=404, book=book)
     auth = lambda key: {"Authorization": f"Bearer {key}"}  # noqa: E731
-    with httpx.Client(timeout=120, headers=auth(plain_key)) as without, \
-            httpx.Client(timeout=120, headers=auth(shadowed_key)) as with_:
+    (first_label, first_url, first_key), (second_label, second_url, second_key) = first, second
+    with httpx.Client(timeout=120, headers=auth(first_key)) as one, \
+            httpx.Client(timeout=120, headers=auth(second_key)) as two:
         for warm in claims[:20]:
-            without.post(f"{plain}/score", json=warm)
-            with_.post(f"{shadowed}/score", json=warm)
+            one.post(f"{first_url}/score", json=warm)
+            two.post(f"{second_url}/score", json=warm)
         times = [[], []]
         for i, claim in enumerate(claims[20:]):
-            order = [(0, without, plain), (1, with_, shadowed)]
-            for k, client, base in order if i % 2 == 0 else order[::-1]:  # who goes first alternates
+            order = [(0, one, first_url), (1, two, second_url)]
+            for k, client, base in order if i % 2 == 0 else order[::-1]:
                 times[k].append(timed_post(client, f"{base}/score", claim) * 1000)
-    plain_ms, shadowed_ms = (np.array(t) for t in times)
+    first_ms, second_ms = (np.array(t) for t in times)
     pct = lambda a, q: float(np.percentile(a, q))  # noqa: E731
-    print(f"\n/score with and without a shadow challenger ({len(plain_ms)} single claims each, in turn)")
+    print(f"\n{title} ({len(first_ms)} single claims each, in turn)")
     print(f"{'':44s} {'p50 ms':>8s} {'p99 ms':>8s}")
-    print(f"{'without a challenger':44s} {pct(plain_ms, 50):8.1f} {pct(plain_ms, 99):8.1f}")
-    print(f"{'with a challenger in the shadow':44s} {pct(shadowed_ms, 50):8.1f} {pct(shadowed_ms, 99):8.1f}")
-    print(f"ratio with/without: p50 {pct(shadowed_ms, 50) / pct(plain_ms, 50):.2f}x, "
-          f"p99 {pct(shadowed_ms, 99) / pct(plain_ms, 99):.2f}x (target: p99 at most 1.25x)")
+    print(f"{first_label:44s} {pct(first_ms, 50):8.1f} {pct(first_ms, 99):8.1f}")
+    print(f"{second_label:44s} {pct(second_ms, 50):8.1f} {pct(second_ms, 99):8.1f}")
+    print(f"ratio second/first: p50 {pct(second_ms, 50) / pct(first_ms, 50):.2f}x, "
+          f"p99 {pct(second_ms, 99) / pct(first_ms, 99):.2f}x ({target})")
 
 
 def report(args, ours: str, theirs: str, key: str, book) -> None:
