@@ -188,7 +188,8 @@ def ring_sentence(values: dict[str, float]) -> str:
             text += f" by {_plural(people, 'other claimant')}"
         shared = [word for name, word in SHARED_IDENTITY_WORDS.items() if values.get(name, 0) > 0]
         if shared:
-            text += " through a shared " + (" and ".join(shared) if len(shared) < 3 else "phone, account and address")
+            text += " through a shared " + (" and ".join(shared) if len(shared) < 3
+                                             else f"{', '.join(shared[:-1])} and {shared[-1]}")
         recent = values.get("ring_claims_90d")
         if recent is not None and not math.isnan(recent):
             text += f", {_n(recent)} of them in the previous 90 days"

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from features.history import history_feature_requirements
-from serving.history_index import INDEXED_FIELDS, HistoryIndex, _Interned
+from serving.history_index import INDEXED_FIELDS, HistoryIndex
+from serving.index_layout import Interned
 from tests.serving.test_history_index import index_state
 
 NAMES = sorted(history_feature_requirements())
@@ -113,7 +114,7 @@ class Colliding(str):
 
 def test_strings_with_the_same_hash_are_told_apart():
     words = [Colliding(word) for word in ("payee", "phone", "address", "provider")]
-    interned = _Interned.build(words)
+    interned = Interned.build(words)
     for number, word in enumerate(words):
         assert interned.number(word) == number and interned.text(number) == word
     assert interned.number(Colliding("policy")) is None
