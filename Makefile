@@ -25,7 +25,7 @@ $(UV):
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --all-groups --python $(PYTHON)
+	$(UV) sync --frozen --all-groups --all-extras --python $(PYTHON)
 	@touch $@
 
 data: $(DATA)
