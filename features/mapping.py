@@ -506,15 +506,40 @@ def map_records(records: list[dict], mapping: DatasetMapping,
     extract, errors = _records_extract(records, columns_read(mapping, labels=False))
     problems: list[MappingProblem] = []
     mapped = _map_extract(extract, mapping, problems, notes, labels=False)
-    for problem in problems:
-        if not problem.rows or not problem.source:
-            raise MappingError([problem], f"mapping {mapping.name}")  # the mapping's own fault, not a record's
-        reason = f"{ONE_VALUE.get(problem.message, problem.message)} (to {problem.target})"
-        for row in problem.rows:
-            errors[row] += [{"field": c, "value": extract.text[c][row], "reason": reason} for c in problem.source]
+    _add_row_errors(problems, extract, errors, mapping)
     values = {name: _json_values(kind, column) for name, (kind, column) in mapped.items()}
     return [({name: v[row] for name, v in values.items() if v[row] is not None}, found)
             for row, found in enumerate(errors)]
+
+
+def map_frame(raw: pd.DataFrame, mapping: DatasetMapping,
+              notes: list[str] | None = None) -> tuple[pd.DataFrame, list[list[dict]]]:
+    """Claims to score in the extract's own columns, as a frame, to canonical claims: `map_records`
+    for a whole file (bulk scoring). Returns the canonical frame as `apply_mapping` makes it (what
+    mapped; labels are not read) and per row the mapping's errors, named by the extract's columns.
+    A mistake of the mapping itself (a column the input lacks, say) raises `MappingError`."""
+    columns = columns_read(mapping, labels=False)
+    extract = _Extract(len(raw), {c: _as_text(raw[c]) for c in columns if c in raw.columns},
+                       tuple(map(str, raw.columns)))
+    problems: list[MappingProblem] = []
+    mapped = _map_extract(extract, mapping, problems, notes, labels=False)
+    errors: list[list[dict]] = [[] for _ in range(len(raw))]
+    _add_row_errors(problems, extract, errors, mapping)
+    frame = pd.DataFrame({name: _frame_column(kind, values) for name, (kind, values) in mapped.items()},
+                         index=pd.RangeIndex(len(raw)))
+    return frame, errors
+
+
+def _add_row_errors(problems: list[MappingProblem], extract: _Extract, errors: list[list[dict]],
+                    mapping: DatasetMapping) -> None:
+    """Each problem with the rows' values, as errors of those rows named by the extract's columns;
+    a problem of no row (the mapping's own fault, not a record's) raises."""
+    for problem in problems:
+        if not problem.rows or not problem.source:
+            raise MappingError([problem], f"mapping {mapping.name}")
+        reason = f"{ONE_VALUE.get(problem.message, problem.message)} (to {problem.target})"
+        for row in problem.rows:
+            errors[row] += [{"field": c, "value": extract.text[c][row], "reason": reason} for c in problem.source]
 
 
 def _as_text(column: pd.Series) -> np.ndarray:

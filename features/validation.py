@@ -43,6 +43,9 @@ class ValidationReport:
     valid_mask: np.ndarray
     claims: pd.DataFrame
     errors: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(ERROR_COLUMNS)))
+    # Every row's claim id as validation typed it (invalid rows too; None where it could not be read),
+    # for a caller that checks uniqueness across frames (`validate_claims(unique=False)`).
+    typed_claim_ids: pd.Series | None = None
 
     @property
     def ok(self) -> bool:
@@ -90,12 +93,15 @@ def validate_claims(
     require_labels: bool = False,
     labels: Iterable[str] = (),
     as_of: pd.Timestamp | None = None,
+    unique: bool = True,
 ) -> ValidationReport:
     """Check every claim of `frame`; return typed valid rows plus a report of every bad cell.
 
     `fields` is the schema to hold the frame to (a model trained on a partial extract passes its
     own subset). `require_labels` demands both outcome labels; `labels` names the ones required
     when an extract has only some. `as_of` rejects loss and report dates later than that moment.
+    `unique=False` leaves out the check that claim ids are unique within the frame, for a caller that
+    checks it over more claims than one frame holds (bulk scoring on Spark, partition by partition).
     """
     wanted_labels = LABEL_FIELDS if require_labels else tuple(labels)
     fields = tuple(fields) + tuple(LABEL_SCHEMA[name] for name in wanted_labels)
@@ -112,14 +118,16 @@ def validate_claims(
         typed[spec.name] = values
         problems += [_issues(mask, claim_ids, spec.name, frame[spec.name], reason)
                      for mask, reason in checks if mask.any()]
-    problems += _cross_field_checks(typed, frame, claim_ids, as_of)
+    problems += _cross_field_checks(typed, frame, claim_ids, as_of, unique)
     errors = _combine(problems)
     valid = np.ones(n, bool)
     valid[errors["row"].to_numpy(dtype=np.int64)] = False
     claims = frame.copy()
     for name, values in typed.items():
         claims[name] = values.set_axis(frame.index)
-    return ValidationReport(n_rows=n, valid_mask=valid, claims=claims.loc[valid], errors=errors)
+    ids = typed.get(rules.UNIQUE_IN_BATCH)
+    return ValidationReport(n_rows=n, valid_mask=valid, claims=claims.loc[valid], errors=errors,
+                            typed_claim_ids=None if ids is None else ids.reset_index(drop=True))
 
 
 def _claim_id_text(frame: pd.DataFrame) -> pd.Series:
@@ -135,7 +143,7 @@ def _issues(mask, claim_ids: pd.Series, column: str, values, reason) -> pd.DataF
     if values is None:
         shown = pd.Series([None] * len(rows), dtype="object")
     else:
-        shown = pd.Series(values.iloc[rows].to_numpy(dtype=object)).map(_show_value)
+        shown = pd.Series(values.iloc[rows].to_numpy(dtype=object)).map(show_value)
     reasons = reason if isinstance(reason, str) else pd.Series(np.asarray(reason, dtype=object)[rows])
     return pd.DataFrame({
         "row": rows,
@@ -146,7 +154,8 @@ def _issues(mask, claim_ids: pd.Series, column: str, values, reason) -> pd.DataF
     })
 
 
-def _show_value(value) -> str | None:
+def show_value(value) -> str | None:
+    """A cell as an error report quotes it; None when empty."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
     return rules.quote(value)
@@ -311,7 +320,7 @@ _PARSERS = {
 
 
 def _cross_field_checks(typed: dict[str, pd.Series], frame: pd.DataFrame, claim_ids: pd.Series,
-                        as_of: pd.Timestamp | None) -> list[pd.DataFrame]:
+                        as_of: pd.Timestamp | None, unique: bool = True) -> list[pd.DataFrame]:
     """Rules across fields (features.record_spec): field against field, against the clock, one row per claim."""
     found = []
     for rule in rules.CROSS_FIELD_RULES:
@@ -328,7 +337,7 @@ def _cross_field_checks(typed: dict[str, pd.Series], frame: pd.DataFrame, claim_
                 future = (typed[name] > horizon).to_numpy(dtype=bool, na_value=False)
                 found.append(_issues(future, claim_ids, name, frame[name], rules.IN_FUTURE))
     name = rules.UNIQUE_IN_BATCH
-    if name in typed:
+    if unique and name in typed:
         dup = typed[name].duplicated(keep=False).to_numpy() & typed[name].notna().to_numpy()
         found.append(_issues(dup, claim_ids, name, frame[name], rules.DUPLICATE))
     return found
