@@ -15,7 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cli import compare_command, monitor_command, profile_command, retrain_command, send_command
+from cli import (compare_command, monitor_command, profile_command, retrain_command, score_bulk_command,
+                 send_command)
 from models.config import ConfigError, load_config
 from training.from_mapping import carried_mapping, mapping_extras, with_training_overrides
 
@@ -367,7 +368,8 @@ def _ledger(args, config) -> int:
 COMMANDS = {"adjusters": _adjusters, "export-labels": _export_labels, "keys": _keys, "ledger": _ledger,
             "generate": _generate, "train": _train, "validate": _validate, "promote": _promote, "serve": _serve}
 # Commands with a module of their own: each has NAME, add_parser(subparsers) and run(args, config) -> exit code.
-COMMAND_MODULES: tuple = (profile_command, monitor_command, retrain_command, compare_command, send_command)
+COMMAND_MODULES: tuple = (profile_command, monitor_command, retrain_command, compare_command, send_command,
+                          score_bulk_command)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,124 @@
+"""Inputs and outputs of bulk scoring.
+
+Input: one Parquet or CSV file, or a directory of part files (as Spark and Hive write them; names
+starting with "_" or "." are not data). CSV is read as text, every cell as written, so validation
+types it exactly as it types a request (an id "007" stays "007"); only an empty cell is missing.
+
+Output: a directory holding `scores/` (one row per valid claim, by claim id), `rejected/` (one row
+per problem of each rejected input row) and `summary.json` (counts, model version, engine). It is
+written under a temporary name beside its destination and renamed into place only when complete:
+a failed run leaves no half-written output, and an existing output is replaced only when asked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bulk.scoring import ROW, SOURCE
+
+KINDS = {".parquet": "parquet", ".csv": "csv"}
+SCORES, REJECTED, SUMMARY = "scores", "rejected", "summary.json"
+
+
+class BulkInputError(ValueError):
+    """An input that cannot be read: the message names the path and what to do."""
+
+
+@dataclass(frozen=True)
+class InputFiles:
+    """The data files of an input, in name order, and their common kind (parquet or csv)."""
+
+    root: Path
+    files: tuple[Path, ...]
+    kind: str
+
+
+def input_files(path: str | Path) -> InputFiles:
+    path = Path(path)
+    if not path.exists():
+        raise BulkInputError(f"--data {path}: no such file or directory")
+    if path.is_file():
+        kind = KINDS.get(path.suffix.lower())
+        if kind is None:
+            raise BulkInputError(f"--data {path}: unknown file type {path.suffix!r}; use .parquet or .csv "
+                                 "(or a directory of them)")
+        return InputFiles(path, (path,), kind)
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(("_", "."))
+                   and p.suffix.lower() in KINDS)
+    kinds = {KINDS[p.suffix.lower()] for p in files}
+    if not files:
+        raise BulkInputError(f"--data {path}: a directory without .parquet or .csv part files")
+    if len(kinds) > 1:
+        raise BulkInputError(f"--data {path}: mixes Parquet and CSV part files; one kind per input")
+    return InputFiles(path, tuple(files), kinds.pop())
+
+
+def read_csv_text(path: Path) -> pd.DataFrame:
+    """A CSV file as text, each cell as written; an empty cell is missing (as Spark's CSV reader has it)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+
+
+def read_local(inputs: InputFiles) -> pd.DataFrame:
+    """Every row of every file, with its file name (SOURCE) and its 0-based row in that file (ROW)."""
+    parts = []
+    for path in inputs.files:
+        frame = pd.read_parquet(path) if inputs.kind == "parquet" else read_csv_text(path)
+        frame[SOURCE] = path.name
+        frame[ROW] = range(len(frame))
+        parts.append(frame)
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def check_destination(out: str | Path, overwrite: bool) -> Path:
+    """Refuse, before any work, an output that exists (unless `overwrite`) or whose folder does not."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise BulkInputError(f"--out {out} exists; pass --overwrite to replace it")
+    if out.exists() and not (out / SUMMARY).exists():
+        raise BulkInputError(f"--out {out} exists and is not a score-bulk output (no {SUMMARY}); "
+                             "refusing to replace it")
+    if not out.parent.is_dir():
+        raise BulkInputError(f"--out {out}: the folder {out.parent} does not exist")
+    return out
+
+
+@contextmanager
+def staged(out: str | Path, overwrite: bool):
+    """A temporary directory beside `out` to write into; moved to `out` when the block completes,
+    removed when it fails. An existing `out` (allowed by `overwrite`) is replaced only then."""
+    out = check_destination(out, overwrite)
+    temporary = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:12]}")
+    temporary.mkdir()
+    try:
+        yield temporary
+        if out.exists():
+            retired = out.with_name(f".{out.name}.replaced-{uuid.uuid4().hex[:12]}")
+            os.replace(out, retired)
+            os.replace(temporary, out)
+            shutil.rmtree(retired)
+        else:
+            os.replace(temporary, out)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def write_summary(folder: Path, summary: dict) -> None:
+    (folder / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+
+def read_output(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(scores, rejected, summary) of a score-bulk output, scores by claim id: how tests and users
+    compare two runs."""
+    out = Path(out)
+    scores = pd.read_parquet(out / SCORES).sort_values("claim_id", kind="stable").reset_index(drop=True)
+    rejected = pd.read_parquet(out / REJECTED).astype({"row": "Int64"})
+    return scores, rejected, json.loads((out / SUMMARY).read_text())
