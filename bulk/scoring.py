@@ -18,7 +18,7 @@ import pandas as pd
 
 from features import record_spec as rules
 from features.mapping import map_frame
-from features.schema import OUTCOME_TIME_FIELD
+from features.schema import OUTCOME_TIME_FIELD, ClaimField
 from features.validation import show_value, validate_claims
 from models.bundle import TriageBundle
 from models.explain import MODELS, Explainer
@@ -53,9 +53,13 @@ class Prepared:
 class BatchPreparer:
     """Rows as read to validated claims and rejected rows, as the bundle's service takes records."""
 
-    def __init__(self, bundle: TriageBundle):
-        self.shapes = RecordShapes(getattr(bundle, "mapping", None), bundle.claim_fields)
-        self.fields = bundle.claim_fields
+    def __init__(self, bundle: TriageBundle | None = None, fields: tuple[ClaimField, ...] = (),
+                 labels: tuple[str, ...] = ()):
+        """A bundle's claims to score (its fields, its mapping), or without a bundle, claims held to
+        `fields` and `labels` (a training extract, as `training.data.training_fields` gives them)."""
+        self.fields = bundle.claim_fields if bundle is not None else tuple(fields)
+        self.labels = tuple(labels)
+        self.shapes = RecordShapes(getattr(bundle, "mapping", None), self.fields)
         mapping = self.shapes.mapping
         # A mapped field's problems are named by the extract columns it comes from.
         self.source_of = {} if mapping is None else {
@@ -87,11 +91,13 @@ class BatchPreparer:
             if failed.any():
                 rejected.append(self._mapping_rejections(data, position, map_errors, failed))
             data, position = canonical.loc[~failed].reset_index(drop=True), position.loc[~failed].reset_index(drop=True)
-        fields = self.fields + ((OUTCOME_TIME_FIELD,) if OUTCOME_TIME_FIELD.name in data.columns else ())
-        report = validate_claims(data, fields=fields, unique=False)
+        fields = self.fields
+        if OUTCOME_TIME_FIELD.name in data.columns and OUTCOME_TIME_FIELD not in fields:
+            fields += (OUTCOME_TIME_FIELD,)
+        report = validate_claims(data, fields=fields, labels=self.labels, unique=False)
         if len(report.errors):
             rejected.append(self._rejections(report.errors, position, mapped))
-        names = {f.name for f in fields}
+        names = {f.name for f in fields} | set(self.labels)
         claims = report.claims[[c for c in report.claims.columns if c in names]]
         claims = claims.join(position.loc[report.valid_mask].set_axis(claims.index)).reset_index(drop=True)
         ids = report.typed_claim_ids if report.typed_claim_ids is not None else pd.Series([None] * len(data))

@@ -44,6 +44,7 @@ from models.bundle import TriageBundle
 
 HISTORY_INPUTS = ("claim_id", *TIME_FIELDS, *dict.fromkeys(PERSON_FIELDS + LINK_FIELDS), OUTCOME_TIME_FIELD.name)
 TIMES = (*TIME_FIELDS, OUTCOME_TIME_FIELD.name)
+LABELS = ("is_fraud",)  # typed beside the history inputs when training samples by it
 _FLAGS = ("_valid", "_problems", "_id", "_id_text", "_id_shown", "_mapped")
 
 
@@ -81,8 +82,6 @@ def read_input(spark, data: str):
 
 def _score(spark, raw, where: str, out: str, bundle: TriageBundle, about: dict, explain: bool, overwrite: bool,
            progress: Progress) -> dict:
-    from pyspark import StorageLevel
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -94,61 +93,16 @@ def _score(spark, raw, where: str, out: str, bundle: TriageBundle, about: dict, 
 
     # 2. Validation: every input row once, with its problems, its key and its history inputs.
     present = [c for c in HISTORY_INPUTS if c in {f.name for f in bundle.claim_fields} | {OUTCOME_TIME_FIELD.name}]
-    checked_schema = T.StructType(list(raw.schema.fields) + [
-        T.StructField("_valid", T.BooleanType()), T.StructField("_problems", T.StringType()),
-        T.StructField("_id", T.StringType()), T.StructField("_id_text", T.StringType()),
-        T.StructField("_id_shown", T.StringType()), T.StructField("_mapped", T.BooleanType())]
-        + [T.StructField(f"_h_{c}", T.TimestampType() if c in TIMES else T.StringType()) for c in present])
-
-    def check(batches):
-        preparer = _worker(shared, token, version, False).preparer
-        for batch in batches:
-            yield _checked(preparer, batch.reset_index(drop=True), present)
-
     progress("validate", 0, 0)
-    checked = raw.mapInPandas(check, checked_schema)
-    by_id = Window.partitionBy("_id")
-    checked = checked.withColumn("_copies", F.when(F.col("_id").isNull(), F.lit(1)).otherwise(F.count("*").over(by_id)))
-    checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
+    checked = validated(raw, preparer, present)
     n_read = checked.count()
-
-    rejected_schema = T.StructType([T.StructField(c, T.LongType() if c == "row" else T.StringType())
-                                    for c in REJECTED_COLUMNS])
-
-    def problems(batches):
-        for batch in batches:
-            rows = [row for text in batch["_problems"] for row in json.loads(text)]
-            yield pd.DataFrame(rows, columns=list(REJECTED_COLUMNS), dtype=object)
-
-    def duplicates(batches):
-        preparer = _worker(shared, token, version, False).preparer
-        for batch in batches:
-            keys = batch.rename(columns={"_id": "claim_id"})[[SOURCE, ROW, "claim_id", "_id_text", "_id_shown", "_mapped"]]
-            yield _for_spark(preparer.duplicate_rejections(keys.reset_index(drop=True)))
-
-    rejected = checked.filter(F.col("_problems").isNotNull()).select("_problems").mapInPandas(problems, rejected_schema)
-    copies = checked.filter(F.col("_copies") > 1).select(SOURCE, ROW, "_id", "_id_text", "_id_shown", "_mapped")
-    rejected = rejected.unionByName(copies.mapInPandas(duplicates, rejected_schema))
+    rejected = rejections(checked, preparer)
 
     # 3. History features of the valid claims, counted over the valid claims.
     valid = checked.filter(F.col("_valid") & (F.col("_copies") == 1))
     wanted = [s.name for s in bundle.builder.specs_ if s.source == "history"]
-    counted = [n for n in wanted if n not in GRAPH_FEATURES]
-    linked = [n for n in wanted if n in GRAPH_FEATURES]
-    narrow = valid.select([F.col(f"_h_{c}").alias(c) for c in present])
-    progress("history", 0, 0)
-    history = narrow.select("claim_id")
-    if counted:
-        from bulk.spark_history import history_columns
-
-        history = history_columns(narrow, counted).select("claim_id", *counted)
     graph_report = GraphReport()
-    if linked:
-        progress("ring features (driver)", 0, 0)
-        pool = narrow.toPandas()
-        found = graph_features(pool, None, bundle.builder.graph_settings, linked, graph_report)
-        rings = spark.createDataFrame(pd.DataFrame({"claim_id": pool["claim_id"].astype(object), **found}))
-        history = history.join(rings, "claim_id")
+    history = counted_history(spark, valid, present, wanted, bundle.builder.graph_settings, graph_report, progress)
     scored_input = valid.select(*columns, *POSITION, F.col("_id").alias("_key")).join(
         history.withColumnRenamed("claim_id", "_key"), "_key")
 
@@ -187,6 +141,78 @@ def _score(spark, raw, where: str, out: str, bundle: TriageBundle, about: dict, 
     return summary
 
 
+def validated(raw, preparer: BatchPreparer, present: list[str]):
+    """`raw` with, per row: valid or not (`_valid`), its problems as JSON (`_problems`), its key (`_id`,
+    `_id_text`, `_id_shown`, `_mapped`), how many rows share its claim id (`_copies`), and its typed
+    history inputs (`_h_NAME` for NAME in `present`). Persisted: read by several jobs."""
+    from pyspark import StorageLevel
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    schema = T.StructType(list(raw.schema.fields) + [
+        T.StructField("_valid", T.BooleanType()), T.StructField("_problems", T.StringType()),
+        T.StructField("_id", T.StringType()), T.StructField("_id_text", T.StringType()),
+        T.StructField("_id_shown", T.StringType()), T.StructField("_mapped", T.BooleanType())]
+        + [T.StructField(f"_h_{c}", T.TimestampType() if c in TIMES else T.BooleanType() if c in LABELS
+                         else T.StringType()) for c in present])
+
+    def check(batches):
+        for batch in batches:
+            yield _checked(preparer, batch.reset_index(drop=True), present)
+
+    checked = raw.mapInPandas(check, schema)
+    copies = F.when(F.col("_id").isNull(), F.lit(1)).otherwise(F.count("*").over(Window.partitionBy("_id")))
+    return checked.withColumn("_copies", copies).persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def rejections(checked, preparer: BatchPreparer):
+    """The problems of the rejected rows of `validated`, one row per problem, as the local engine names them."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    schema = T.StructType([T.StructField(c, T.LongType() if c == "row" else T.StringType())
+                           for c in REJECTED_COLUMNS])
+
+    def problems(batches):
+        for batch in batches:
+            rows = [row for text in batch["_problems"] for row in json.loads(text)]
+            yield pd.DataFrame(rows, columns=list(REJECTED_COLUMNS), dtype=object)
+
+    def duplicates(batches):
+        for batch in batches:
+            keys = batch.rename(columns={"_id": "claim_id"}).reset_index(drop=True)
+            yield _for_spark(preparer.duplicate_rejections(keys))
+
+    found = checked.filter(F.col("_problems").isNotNull()).select("_problems").mapInPandas(problems, schema)
+    copies = checked.filter(F.col("_copies") > 1).select(SOURCE, ROW, "_id", "_id_text", "_id_shown", "_mapped")
+    return found.unionByName(copies.mapInPandas(duplicates, schema))
+
+
+def counted_history(spark, valid, present: list[str], wanted: list[str], settings, report: GraphReport,
+                    progress: Progress):
+    """claim_id and the history features `wanted` of the valid claims (rows of `validated`), counted
+    over them: window functions on the executors, the ring features on the driver."""
+    from pyspark.sql import functions as F
+
+    counted = [n for n in wanted if n not in GRAPH_FEATURES]
+    linked = [n for n in wanted if n in GRAPH_FEATURES]
+    narrow = valid.select([F.col(f"_h_{c}").alias(c) for c in present if c not in LABELS])
+    progress("history", 0, 0)
+    history = narrow.select("claim_id")
+    if counted:
+        from bulk.spark_history import history_columns
+
+        history = history_columns(narrow, counted).select("claim_id", *counted)
+    if linked:
+        progress("ring features (driver)", 0, 0)
+        pool = narrow.toPandas()
+        found = graph_features(pool, None, settings, linked, report)
+        rings = spark.createDataFrame(pd.DataFrame({"claim_id": pool["claim_id"].astype(object), **found}))
+        history = history.join(rings, "claim_id")
+    return history
+
+
 def _checked(preparer: BatchPreparer, batch: pd.DataFrame, present: list[str]) -> pd.DataFrame:
     """One batch as read, plus per row: valid or not, its problems (JSON), its key, its history inputs."""
     n = len(batch)
@@ -213,7 +239,11 @@ def _checked(preparer: BatchPreparer, batch: pd.DataFrame, present: list[str]) -
         out[name] = values
     out["_mapped"] = bool(len(keys)) and bool(keys["_mapped"].iat[0])
     for name in present:
-        if name in TIMES:
+        if name in LABELS:
+            values = np.full(n, None, dtype=object)
+            if name in claims.columns:
+                values[places] = claims[name].astype(object).where(claims[name].notna(), None).to_numpy(dtype=object)
+        elif name in TIMES:
             values = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
             if name in claims.columns:
                 values[places] = claims[name].to_numpy(dtype="datetime64[us]")

@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seed for --synthetic")
     train.add_argument("--no-promote", action="store_true",
                        help="do not make this version champion even when there is none yet")
+    train.add_argument("--engine", choices=("local", "spark"), default="local",
+                       help="spark: validate and count history features of --data (a file, a directory of "
+                            "part files or a table) on Apache Spark; the fit stays on this machine")
+    train.add_argument("--master", default=None, help="Spark master URL (default: what spark-submit set, else local[*])")
+    train.add_argument("--sample-claims", type=int, default=None, metavar="N",
+                       help="with --engine spark: fit on a stratified sample of N claims when the book has more "
+                            "(default 2,000,000)")
 
     val = sub.add_parser("validate", help="check a claims file against the canonical schema")
     val.add_argument("--data", required=True)
@@ -165,7 +172,12 @@ def _train(args, config) -> int:
     from training.fit import Extras
     from training.train import run_training
 
-    extras, partial, carried, mapping_notes = Extras(), False, None, []
+    extras, partial, carried, mapping_notes, engine = Extras(), False, None, [], None
+    if args.engine == "spark" and (args.mapping or args.synthetic is not None):
+        raise ValueError("--engine spark reads --data in the canonical claim record (--mapping and --synthetic "
+                         "are for the local engine)")
+    if args.engine != "spark" and (args.master or args.sample_claims):
+        raise ValueError("--master and --sample-claims apply to --engine spark")
     if args.synthetic is not None:
         from training.generate import generate_claims
 
@@ -179,6 +191,14 @@ def _train(args, config) -> int:
         carried = carried_mapping(args.mapping, mapping, raw)
         config = with_training_overrides(config, mapping.training, args.mapping)
         source = f"{Path(args.data).resolve()} via {Path(args.mapping).resolve()}"
+    elif args.engine == "spark":
+        from bulk.spark_training import DEFAULT_SAMPLE_CLAIMS, training_frame
+
+        frame, engine = training_frame(args.data, config.training.graph, args.sample_claims or DEFAULT_SAMPLE_CLAIMS,
+                                       config.training.seed, args.master)
+        source = args.data if "://" in args.data or not Path(args.data).exists() else str(Path(args.data).resolve())
+        print(f"spark: {engine['book_valid_claims']:,} valid claims of {engine['book_rows']:,} rows; fitting on "
+              f"{engine['sample_claims']:,} ({engine['sample_share']:.2%}, stratified by is_fraud)")
     else:
         frame, source = read_claims(args.data), str(Path(args.data).resolve())
     with tqdm(total=len(TRAINING_STAGES), desc="train", unit="step", file=sys.stderr) as bar:
@@ -188,7 +208,7 @@ def _train(args, config) -> int:
             bar.refresh()
 
         result = run_training(frame, config, source, progress, promote=not args.no_promote, extras=extras,
-                              partial=partial, mapping=carried, source_notes=mapping_notes)
+                              partial=partial, mapping=carried, source_notes=mapping_notes, engine=engine)
         bar.n = bar.total
     print_result(result, config)
     return 0

@@ -226,6 +226,10 @@ _RECORD_FEATURES: dict[str, Callable[[dict], float]] = {
 assert _RECORD_DIRECT | _RECORD_FEATURES.keys() == CLAIM_FEATURES.keys(), "every claim feature needs a record form"
 
 
+# Prefix of a column holding a history feature counted before the claims reach the builder.
+PRECOUNTED = "_history_"
+
+
 class FeatureBuilder:
     """Turns canonical claims into the model matrix; fit on training claims only."""
 
@@ -468,8 +472,13 @@ class FeatureBuilder:
 
     def history_values(self, claims: pd.DataFrame, history: pd.DataFrame | None = None,
                        graph_report: GraphReport | None = None) -> dict[str, np.ndarray]:
-        """The history features the model reads, counted over `history` (default: the claims themselves)."""
+        """The history features the model reads, counted over `history` (default: the claims themselves).
+
+        Claims that carry their history features already counted, as `PRECOUNTED + name` columns (the
+        Spark engine counts them over a whole book, then training fits on a sample of it), keep those."""
         wanted = [s.name for s in self.specs_ if s.source == "history"]
+        if history is None and wanted and all(PRECOUNTED + name in claims.columns for name in wanted):
+            return {name: claims[PRECOUNTED + name].to_numpy(dtype=np.float64, na_value=np.nan) for name in wanted}
         counted = [name for name in wanted if name not in GRAPH_FEATURES]
         linked = [name for name in wanted if name in GRAPH_FEATURES]
         out = history_features(claims, history, counted) if counted else {}

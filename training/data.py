@@ -38,13 +38,20 @@ def validate_for_training(frame: pd.DataFrame, partial: bool = False,
     so absent fields are absent, not missing; `is_fraud` is always required, `paid_as_filed`
     only when present.
     """
-    fields = tuple(f for f in CLAIM_FIELDS if f.name in frame.columns) if partial else CLAIM_FIELDS
-    labels = tuple(name for name in LABEL_FIELDS if name == "is_fraud" or name in frame.columns)
-    outcome_times = (OUTCOME_TIME_FIELD,) if OUTCOME_TIME_FIELD.name in frame.columns else ()
-    report = validate_claims(frame, fields=fields + tuple(extra_fields) + outcome_times, labels=labels)
+    fields, labels = training_fields(frame.columns, partial, extra_fields)
+    report = validate_claims(frame, fields=fields, labels=labels)
     if report.n_invalid == report.n_rows:
         raise DataError("no valid claims to train on:\n" + report.summary())
     return report
+
+
+def training_fields(columns, partial: bool = False,
+                    extra_fields: tuple[ClaimField, ...] = ()) -> tuple[tuple[ClaimField, ...], tuple[str, ...]]:
+    """The fields and labels training holds an extract with these columns to (`validate_for_training`)."""
+    fields = tuple(f for f in CLAIM_FIELDS if f.name in columns) if partial else CLAIM_FIELDS
+    labels = tuple(name for name in LABEL_FIELDS if name == "is_fraud" or name in columns)
+    outcome_times = (OUTCOME_TIME_FIELD,) if OUTCOME_TIME_FIELD.name in columns else ()
+    return fields + tuple(extra_fields) + outcome_times, labels
 
 
 @dataclass(frozen=True)

@@ -55,13 +55,16 @@ def graph_metrics(builder) -> dict[str, float]:
 
 def run_training(frame: pd.DataFrame, config: Config, source: str, progress: Progress = lambda _: None,
                  promote: bool = True, extras: Extras = Extras(), partial: bool = False,
-                 mapping: dict | None = None, source_notes: list[str] = ()) -> TrainingResult:
+                 mapping: dict | None = None, source_notes: list[str] = (),
+                 engine: dict | None = None) -> TrainingResult:
     """Train on a claims frame and register the bundle as a new version of the registered model.
 
     `partial`: the frame came through a dataset mapping, so canonical fields it lacks are absent
     (their features are left out) rather than missing. `mapping`: that mapping as the version
     carries it (`training.from_mapping.carried_mapping`), so the service takes the extract's own records;
-    `source_notes`, what the mapping changed on purpose, are said with the run's own notes.
+    `source_notes`, what the mapping changed on purpose, are said with the run's own notes. `engine`:
+    what built the frame when not this process (`bulk.spark_training`: the book, the sample), logged
+    as the run's `engine.*` parameters.
     """
     progress("validation")
     report = validate_for_training(frame, partial, extra_fields(frame, extras))
@@ -72,6 +75,7 @@ def run_training(frame: pd.DataFrame, config: Config, source: str, progress: Pro
     client = registry.configure(config)
     with mlflow.start_run() as run:
         _log_inputs(frame, report, split, config, source, extras)
+        mlflow.log_params({f"engine.{k}": v for k, v in (engine or {"engine": "local"}).items()})
         for note in notes:
             log.warning(note)
         mlflow.set_tag("notes", "\n".join(notes))
