@@ -108,15 +108,22 @@ def test_a_mapping_trained_version_maps_in_bulk(spark, mapped_home, tmp_path, mo
     raw = pd.read_csv(EXTRACT, dtype=str, keep_default_na=False)
     raw.loc[3, "incident_type"] = "Meteor Strike"  # a value the mapping does not map
     raw.loc[4, "incident_date"] = "31/31/2015"     # not a date
+    raw.loc[6, "total_claim_amount"] = "-5"         # maps, then validation rejects it
+    raw.loc[8, "policy_number"] = raw.loc[9, "policy_number"]  # two claims with one id
     raw.to_csv(tmp_path / "extract.csv", index=False)
     local, spark_run = _same_runs(tmp_path, tmp_path / "extract.csv")
     pd.testing.assert_frame_equal(spark_run[0], local[0], check_exact=True)
-    assert set(local[1]["column"]) == {"incident_type", "incident_date"} and len(local[0]) == len(raw) - 2
+    problems = local[1].set_index("row")
+    assert list(problems.index) == [3, 4, 6, 8, 9] and len(local[0]) == len(raw) - 5
+    assert list(problems["column"]) == ["incident_type", "incident_date", "total_claim_amount", "policy_number",
+                                        "policy_number"]  # named by the extract's columns, as the service names them
+    assert problems.loc[6, "reason"].endswith("(as claim_amount)") and problems.loc[6, "value"] == "-5.0"
+    assert problems.loc[8, "reason"].endswith("(as claim_id)")
     pd.testing.assert_frame_equal(_by_claim(spark_run[1]), _by_claim(local[1]))
     # The same scores as the pandas path on the extract mapped as training maps it.
     bundle = load_bundle("models:/claim-triage@champion")
     mapping = load_mapping(MAPPING)
-    mapped = apply_mapping(read_source(EXTRACT, mapping), mapping).drop(index=[3, 4])
+    mapped = apply_mapping(read_source(EXTRACT, mapping), mapping).drop(index=[3, 4, 6, 8, 9])
     claims = validate_claims(mapped.drop(columns=["is_fraud"]), fields=bundle.claim_fields).claims
     expected = bundle.score(claims).sort_values("claim_id", ignore_index=True)
     pd.testing.assert_frame_equal(local[0][expected.columns[:-1]], expected[expected.columns[:-1]], check_exact=True,

@@ -355,3 +355,23 @@ def test_the_report_hour_is_the_same_on_every_path_for_claims_reported_exactly_o
     np.testing.assert_array_equal(builder.transform_records(records, history)[:, column], expected)
     one_by_one = [builder.transform_record(r, {n: 0.0 for n in history})[0, column] for r in records]
     np.testing.assert_array_equal(np.array(one_by_one), expected)
+
+
+def test_history_counted_elsewhere_is_read_not_recounted(fitted_run, typed_claims):
+    """Claims carrying their history features counted over a bigger book (Spark training samples one)
+    keep those values: counting within the sample would undercount."""
+    from features.builder import PRECOUNTED
+
+    builder = fitted_run.bundle.builder
+    whole = builder.history_values(typed_claims)
+    sample = typed_claims.iloc[::10].copy()
+    recounted = builder.transform(sample)
+    for name, values in whole.items():
+        sample[PRECOUNTED + name] = values[::10]
+    kept = builder.transform(sample)
+    columns = [j for j, spec in enumerate(builder.specs_) if spec.source == "history"]
+    expected = np.column_stack([whole[builder.specs_[j].name][::10] for j in columns])
+    np.testing.assert_array_equal(kept[:, columns], expected)
+    assert not np.array_equal(recounted[:, columns], expected, equal_nan=True)
+    other = [j for j in range(kept.shape[1]) if j not in columns]
+    np.testing.assert_array_equal(kept[:, other], recounted[:, other])
