@@ -120,5 +120,7 @@ def read_output(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     compare two runs."""
     out = Path(out)
     scores = pd.read_parquet(out / SCORES).sort_values("claim_id", kind="stable").reset_index(drop=True)
-    rejected = pd.read_parquet(out / REJECTED).astype({"row": "Int64"})
+    rejected = pd.read_parquet(out / REJECTED)
+    # The same dtypes whoever wrote it (an empty problems file carries no text type of its own).
+    rejected = rejected.astype({c: "Int64" if c == "row" else "str" for c in rejected.columns})
     return scores, rejected, json.loads((out / SUMMARY).read_text())
