@@ -124,3 +124,34 @@ def read_output(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     # The same dtypes whoever wrote it (an empty problems file carries no text type of its own).
     rejected = rejected.astype({c: "Int64" if c == "row" else "str" for c in rejected.columns})
     return scores, rejected, json.loads((out / SUMMARY).read_text())
+
+
+def compare_outputs(first: str | Path, second: str | Path) -> list[str]:
+    """How two score-bulk outputs differ (empty when they are the same): scores claim by claim and
+    value by value, problems, and summaries (but for the engine that wrote them). Problems are matched
+    without their row number when one output does not know it (Spark reading CSV)."""
+    (a_scores, a_rejected, a_summary), (b_scores, b_rejected, b_summary) = read_output(first), read_output(second)
+    found = []
+    if list(a_scores.columns) != list(b_scores.columns):
+        found.append(f"score columns differ: {list(a_scores.columns)} and {list(b_scores.columns)}")
+    elif len(a_scores) != len(b_scores) or not a_scores["claim_id"].equals(b_scores["claim_id"]):
+        only = set(a_scores["claim_id"]) ^ set(b_scores["claim_id"])
+        found.append(f"scored claims differ: {len(a_scores):,} and {len(b_scores):,}, {len(only):,} in only one "
+                     f"(e.g. {sorted(only)[:3]})")
+    else:
+        for column in a_scores.columns:
+            left, right = a_scores[column], b_scores[column]
+            same = (left == right) | (left.isna() & right.isna())
+            if not same.all():
+                i = int((~same.to_numpy()).argmax())
+                found.append(f"{column} differs on {(~same).sum():,} claims, first {a_scores['claim_id'].iat[i]}: "
+                             f"{left.iat[i]!r} and {right.iat[i]!r}")
+    if a_rejected["row"].isna().any() != b_rejected["row"].isna().any():
+        a_rejected, b_rejected = (r.drop(columns="row").sort_values(["source", "claim_id", "column", "reason"],
+                                                                    ignore_index=True) for r in (a_rejected, b_rejected))
+    if not a_rejected.equals(b_rejected):
+        found.append(f"problems differ: {len(a_rejected):,} and {len(b_rejected):,} rows")
+    for key in sorted((set(a_summary) | set(b_summary)) - {"engine"}):
+        if a_summary.get(key) != b_summary.get(key):
+            found.append(f"summary {key} differs: {a_summary.get(key)!r} and {b_summary.get(key)!r}")
+    return found

@@ -20,10 +20,9 @@ def add_parser(sub) -> None:
     cmd = sub.add_parser(NAME, help="score a whole book of claims (a file, a directory of part files or, on "
                                     "Spark, a table) with a registered version; invalid rows are set aside "
                                     "with their reasons")
-    cmd.add_argument("--data", required=True,
-                     help="claims: a .parquet or .csv file, a directory of part files, or (Spark only) a table name")
-    cmd.add_argument("--out", required=True,
-                     help="output directory: scores/, rejected/ and summary.json (written whole or not at all)")
+    cmd.add_argument("--data", help="claims: a .parquet or .csv file, a directory of part files, or (Spark only) "
+                                    "a table name")
+    cmd.add_argument("--out", help="output directory: scores/, rejected/ and summary.json (written whole or not at all)")
     cmd.add_argument("--model", default=None, help="model URI (default models:/NAME@champion from claimtriage.toml)")
     cmd.add_argument("--explain", action="store_true", help="also write each model's top reasons per claim (slower)")
     cmd.add_argument("--engine", choices=ENGINES, default="local",
@@ -31,12 +30,23 @@ def add_parser(sub) -> None:
     cmd.add_argument("--master", default=None,
                      help="Spark master URL (default: what spark-submit set, else local[*]); Spark engine only")
     cmd.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    cmd.add_argument("--compare", nargs=2, metavar=("OUT1", "OUT2"),
+                     help="instead of scoring: whether two outputs hold the same scores, problems and summary "
+                          "(exit 1 when they differ)")
 
 
 def run(args: argparse.Namespace, config) -> int:
     from bulk.io import check_destination, input_files
     from bulk.model import load_model
 
+    if args.compare:
+        from bulk.io import compare_outputs
+
+        differences = compare_outputs(*args.compare)
+        print("\n".join(differences) if differences else f"identical: {args.compare[0]} and {args.compare[1]}")
+        return 1 if differences else 0
+    if not args.data or not args.out:
+        raise ValueError("--data and --out are required (or --compare OUT1 OUT2)")
     if args.master and args.engine != "spark":
         raise ValueError("--master applies to --engine spark")
     check_destination(args.out, args.overwrite)

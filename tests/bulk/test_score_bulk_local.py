@@ -162,3 +162,18 @@ def test_reasons_are_each_model_s_strongest(in_bulk_home, edge_book, tmp_path):
         assert all(1 <= len(r) <= 5 for r in reasons)
         strength = [[abs(x["contribution"]) for x in r] for r in reasons]
         assert all(np.all(np.diff(s) <= 0) for s in strength) and all(x["text"] for r in reasons for x in r)
+
+
+def test_compare_names_the_first_difference(in_bulk_home, edge_book, tmp_path, capsys):
+    edge_book.head(300).to_parquet(tmp_path / "a.parquet")
+    changed = edge_book.head(300).copy()
+    changed.loc[10, "claim_amount"] *= 40
+    changed.to_parquet(tmp_path / "b.parquet")
+    assert _bulk("--data", tmp_path / "a.parquet", "--out", tmp_path / "a") == 0
+    assert _bulk("--data", tmp_path / "a.parquet", "--out", tmp_path / "a2") == 0
+    assert _bulk("--data", tmp_path / "b.parquet", "--out", tmp_path / "b") == 0
+    capsys.readouterr()
+    assert _bulk("--compare", tmp_path / "a", tmp_path / "a2") == 0
+    assert _bulk("--compare", tmp_path / "a", tmp_path / "b") == 1
+    out = capsys.readouterr().out
+    assert "anomaly_score differs on" in out and f"first {edge_book.loc[10, 'claim_id']}" in out

@@ -61,9 +61,10 @@ def test_spark_writes_what_the_local_engine_writes(spark, in_bulk_home, edge_boo
                  "--master", "local[2]", "--explain", "--overwrite") == 0
     pd.testing.assert_frame_equal(read_output(tmp_path / "spark")[0], local[0], check_exact=True)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary output left
+    assert _bulk("--compare", tmp_path / "local", tmp_path / "spark") == 0
 
 
-def test_csv_part_files_and_tables(spark, in_bulk_home, edge_book, tmp_path):
+def test_csv_part_files_and_tables(spark, in_bulk_home, edge_book, tmp_path, capsys):
     """CSV is read as text by both engines (ids stay as written); a Spark table is an input too.
     Spark does not know a CSV row's number: its rejected rows say where by file and claim id."""
     book = _flawed(edge_book.head(900))
@@ -77,6 +78,7 @@ def test_csv_part_files_and_tables(spark, in_bulk_home, edge_book, tmp_path):
     assert spark_run[1]["row"].isna().all() and local[1]["row"].notna().all()
     pd.testing.assert_frame_equal(_by_claim(spark_run[1]), _by_claim(local[1]))
     assert spark_run[2]["rows_rejected"] == local[2]["rows_rejected"] == 5
+    assert _bulk("--compare", tmp_path / "local", tmp_path / "spark") == 0  # problems matched without rows
 
     spark.createDataFrame(_flawed(edge_book.head(900)).drop(columns=["fraud_confirmed_at"])) \
         .createOrReplaceTempView("open_claims")
@@ -86,6 +88,8 @@ def test_csv_part_files_and_tables(spark, in_bulk_home, edge_book, tmp_path):
     table, file = read_output(tmp_path / "table"), read_output(tmp_path / "file")
     pd.testing.assert_frame_equal(table[0], file[0], check_exact=True)
     assert (table[1]["source"] == "open_claims").all() and len(table[1]) == len(file[1]) == 5
+    assert _bulk("--compare", tmp_path / "table", tmp_path / "file") == 1
+    assert "problems differ" in capsys.readouterr().out  # other sources
 
 
 @pytest.fixture(scope="module")
