@@ -282,8 +282,8 @@ def _serve(args, config) -> int:
         n = config.serving.synthetic_claims_if_no_champion
         print(f"no champion in the registry at {config.tracking_uri}: training one on {n:,} generated "
               f"synthetic claims first")
-        train_args = argparse.Namespace(synthetic=n, seed=0, data=None, mapping=None, no_promote=False)
-        _train(train_args, config)
+        # Parsed as the command line would be, so every option of `train` has its default.
+        _train(_parser().parse_args(["train", "--synthetic", str(n)]), config)
     from serving.loading import StartupError, check_startup
     from serving.store import ClaimStore
 
