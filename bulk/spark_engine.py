@@ -94,7 +94,7 @@ def _score(spark, raw, where: str, out: str, bundle: TriageBundle, about: dict, 
     # 2. Validation: every input row once, with its problems, its key and its history inputs.
     present = [c for c in HISTORY_INPUTS if c in {f.name for f in bundle.claim_fields} | {OUTCOME_TIME_FIELD.name}]
     progress("validate", 0, 0)
-    checked = validated(raw, preparer, present)
+    checked, cached = validated(raw, preparer, present)
     n_read = checked.count()
     rejected = rejections(checked, preparer)
 
@@ -137,16 +137,16 @@ def _score(spark, raw, where: str, out: str, bundle: TriageBundle, about: dict, 
         summary = run_summary("spark", where, about, explain, n_read, decisions, counts,
                               preparer.columns_not_read(raw.columns), graph_report)
         _write_text(spark, f"{folder}/{SUMMARY}", json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    checked.unpersist()
+    cached.unpersist()
     return summary
 
 
 def validated(raw, preparer: BatchPreparer, present: list[str]):
     """`raw` with, per row: valid or not (`_valid`), its problems as JSON (`_problems`), its key (`_id`,
     `_id_text`, `_id_shown`, `_mapped`), how many rows share its claim id (`_copies`), and its typed
-    history inputs (`_h_NAME` for NAME in `present`). Persisted: read by several jobs."""
+    history inputs (`_h_NAME` for NAME in `present`); and the validated rows it reads, persisted (several
+    jobs read them: `unpersist` them when done)."""
     from pyspark import StorageLevel
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -161,9 +161,13 @@ def validated(raw, preparer: BatchPreparer, present: list[str]):
         for batch in batches:
             yield _checked(preparer, batch.reset_index(drop=True), present)
 
-    checked = raw.mapInPandas(check, schema)
-    copies = F.when(F.col("_id").isNull(), F.lit(1)).otherwise(F.count("*").over(Window.partitionBy("_id")))
-    return checked.withColumn("_copies", copies).persist(StorageLevel.MEMORY_AND_DISK)
+    rows = raw.mapInPandas(check, schema).persist(StorageLevel.MEMORY_AND_DISK)
+    # Claim ids on several rows, counted on the ids alone and joined back: there are few, so Spark
+    # broadcasts them instead of shuffling every whole row to count by id.
+    repeated = rows.filter(F.col("_id").isNotNull()).groupBy("_id").count().filter(F.col("count") > 1)
+    checked = rows.join(repeated.withColumnRenamed("count", "_copies"), "_id", "left") \
+        .withColumn("_copies", F.coalesce(F.col("_copies"), F.lit(1)))
+    return checked, rows
 
 
 def rejections(checked, preparer: BatchPreparer):

@@ -43,7 +43,7 @@ def training_frame(data: str, settings: GraphSettings, sample_claims: int = DEFA
     preparer = BatchPreparer(fields=fields, labels=labels)
     present = [c for c in (*HISTORY_INPUTS, *LABELS) if c in {f.name for f in fields} | set(labels)]
     progress("validate", 0, 0)
-    checked = validated(raw, preparer, present)
+    checked, cached = validated(raw, preparer, present)
     valid = checked.filter(F.col("_valid") & (F.col("_copies") == 1))
     n_rows, n_valid = checked.count(), valid.count()
     if n_valid == 0:
@@ -63,7 +63,7 @@ def training_frame(data: str, settings: GraphSettings, sample_claims: int = DEFA
         chosen = chosen.withColumn("_rank", F.row_number().over(order)).filter(F.col("_rank") <= quota)
     progress("sample to the driver", 0, 0)
     frame = chosen.join(history, "_key").drop("_key", "_stratum", "_rank").toPandas()
-    checked.unpersist()
+    cached.unpersist()
     frame = frame.sort_values("claim_id", kind="stable", ignore_index=True)
     info = {"engine": "spark", "master": spark.sparkContext.master, "book_rows": n_rows,
             "book_valid_claims": n_valid, "book_invalid_rows": n_rows - n_valid,
