@@ -67,6 +67,11 @@ def spark_session(master: str | None = None, app_name: str = "claimtriage", conf
         builder = builder.master(DEFAULT_MASTER)
     settings = {"spark.sql.session.timeZone": "UTC", "spark.ui.showConsoleProgress": "false",
                 "spark.sql.execution.arrow.pyspark.enabled": "true"}
+    if "spark.driver.maxResultSize" not in _submitted_conf():
+        # The ring features run on the driver over the identity columns of every claim (bulk.spark_engine):
+        # Spark's default cap on what the driver collects, 1 GB, stopped a book of 10 million claims.
+        # The driver's memory (spark.driver.memory, SPARK_DRIVER_MEMORY) is the real bound.
+        settings["spark.driver.maxResultSize"] = "0"
     settings.update(config or {})
     for key, value in settings.items():
         builder = builder.config(key, value)
