@@ -132,3 +132,27 @@ def test_a_mapping_trained_version_maps_in_bulk(spark, mapped_home, tmp_path, mo
     expected = bundle.score(claims).sort_values("claim_id", ignore_index=True)
     pd.testing.assert_frame_equal(local[0][expected.columns[:-1]], expected[expected.columns[:-1]], check_exact=True,
                                   check_dtype=False)
+
+
+def test_output_on_a_hadoop_filesystem_is_moved_into_place_whole(spark, tmp_path):
+    """The staging a cluster's output goes through (hdfs://, s3a://), here on Hadoop's own local
+    filesystem: nothing at the destination until the block completes; a failure leaves nothing."""
+    from bulk.io import BulkInputError
+    from bulk.spark_engine import _HadoopStaging
+
+    out = f"file://{tmp_path}/out"
+    with _HadoopStaging(spark, out, overwrite=False) as folder:
+        spark.range(5).write.parquet(f"{folder}/scores")
+        assert not (tmp_path / "out").exists()
+    assert spark.read.parquet(f"{out}/scores").count() == 5
+    with pytest.raises(BulkInputError, match="exists; pass --overwrite"):
+        _HadoopStaging(spark, out, overwrite=False)
+    with pytest.raises(RuntimeError, match="disk full"):
+        with _HadoopStaging(spark, out, overwrite=True) as folder:
+            spark.range(7).write.parquet(f"{folder}/scores")
+            raise RuntimeError("disk full")
+    assert spark.read.parquet(f"{out}/scores").count() == 5  # the earlier output stands
+    with _HadoopStaging(spark, out, overwrite=True) as folder:
+        spark.range(7).write.parquet(f"{folder}/scores")
+    assert spark.read.parquet(f"{out}/scores").count() == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary or retired folder left
