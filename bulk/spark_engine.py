@@ -107,7 +107,6 @@ def _score(spark, raw, where: str, out: str, bundle: TriageBundle, about: dict, 
         history.withColumnRenamed("claim_id", "_key"), "_key")
 
     # 4. Scoring, a batch at a time, by the local engine's code.
-    names = wanted
     out_schema = T.StructType([T.StructField(c, T.DoubleType() if c.endswith(("_probability", "_score"))
                                              else T.StringType()) for c in output_columns(explain)])
 
@@ -118,7 +117,7 @@ def _score(spark, raw, where: str, out: str, bundle: TriageBundle, about: dict, 
             prepared = worker.preparer.prepare(batch[[*columns, *POSITION]])
             if len(prepared.claims) != len(batch):  # validation is row by row: what passed once passes again
                 raise RuntimeError(f"{len(batch) - len(prepared.claims)} claims failed validation on a second pass")
-            values = {name: batch[name].to_numpy(dtype=np.float64, na_value=np.nan) for name in names}
+            values = {name: batch[name].to_numpy(dtype=np.float64, na_value=np.nan) for name in wanted}
             yield worker.scorer.score(prepared.claims.drop(columns=list(POSITION)), values)
 
     scores = scored_input.mapInPandas(score, out_schema)
