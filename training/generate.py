@@ -341,35 +341,62 @@ def _frame(claims: dict, people: dict, seed: int, n_colluders: int) -> pd.DataFr
     })
 
 
-def draw_labels(rng, frame: pd.DataFrame, claims: dict) -> None:
-    """True probabilities from observable signals (plus a little noise), then the labels and when an
-    investigation confirmed the fraud. `claims` may say which shared identities are shared legitimately
-    (`legit_shared`: rows PHONE, ACCOUNT, ADDRESS); without it every shared identity counts."""
-    loss_type = frame["loss_type"].to_numpy(dtype=object)
+# The fraud signal's terms and their weights on the log-odds scale (before FRAUD_SIGNAL_SCALE).
+FRAUD_WEIGHTS = {"amount": 1.1, "new_policy": 1.4, "young_policy": 0.7, "backdated": 2.5, "late_report": 1.3,
+                 "unverified_loss": 1.0, "night_theft": 0.8, "injury_attorney": 0.9, "repeat_claimant": 0.45,
+                 "shared_identity": 1.6, "ring": 1.2}
+
+
+def _observed(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """What the labels are drawn from, as the claim shows it (a missing police report or witness count
+    reads 0.5: neither yes nor no)."""
     amount = frame["claim_amount"].to_numpy()
     typical = frame.groupby("loss_type")["claim_amount"].transform("median").to_numpy()
-    log_ratio = np.clip(np.log(amount / typical), -1.0, 3.0)
     days = lambda a, b: (frame[a] - frame[b]).dt.total_seconds().to_numpy() / 86_400  # noqa: E731
-    policy_age, delay = days("loss_date", "policy_start_date"), days("report_date", "loss_date")
+    return {"loss_type": frame["loss_type"].to_numpy(dtype=object), "amount": amount,
+            "log_ratio": np.clip(np.log(amount / typical), -1.0, 3.0),
+            "policy_age": days("loss_date", "policy_start_date"), "delay": days("report_date", "loss_date"),
+            "police": frame["police_report"].to_numpy(dtype=float, na_value=0.5),
+            "witnesses": frame["witnesses"].to_numpy(dtype=float, na_value=0.5),
+            "attorney": frame["attorney_involved"].to_numpy(dtype=float, na_value=0.0)}
+
+
+def fraud_terms(frame: pd.DataFrame, claims: dict) -> dict[str, np.ndarray]:
+    """Each term of the fraud signal (FRAUD_WEIGHTS weighs them), from the claim, its entities' earlier
+    claims and two things no model sees: whether the claim is a ring's (`claims["is_ring"]`) and which
+    shared identities are shared for ordinary reasons (`claims["legit_shared"]`: rows PHONE, ACCOUNT,
+    ADDRESS; without it every shared identity counts). `claims["hour"]`: the loss hour, none missing."""
+    o = _observed(frame)
     hist = history_features(frame, names=["claimant_claims_365d", "payee_account_other_claimants",
                                           "phone_other_claimants", "address_other_claimants"])
     # A family's address and landline, a fleet's account: shared for ordinary reasons, no sign of fraud.
     legit = claims.get("legit_shared", np.zeros((3, len(frame)), dtype=bool))
     shared = sum(np.where(legit[kind], 0.0, np.nan_to_num(hist[f"{name}_other_claimants"]))
                  for kind, name in ((ACCOUNT, "payee_account"), (PHONE, "phone"), (ADDRESS, "address")))
-    police = frame["police_report"].to_numpy(dtype=float, na_value=0.5)
-    witnesses = frame["witnesses"].to_numpy(dtype=float, na_value=0.5)
-    theft_or_crash = np.isin(loss_type, ["theft", "collision"])
+    loss_type, policy_age = o["loss_type"], o["policy_age"]
+    return {"amount": o["log_ratio"], "new_policy": policy_age < 30,
+            "young_policy": (policy_age >= 30) & (policy_age < 60), "backdated": policy_age < 0,
+            "late_report": np.clip(np.log1p(o["delay"]) / np.log(30), 0, 1.5),
+            "unverified_loss": np.isin(loss_type, ["theft", "collision"]) & (o["police"] < 0.5) & (o["witnesses"] < 0.5),
+            "night_theft": (loss_type == "theft") & (claims["hour"] < 5),
+            "injury_attorney": (loss_type == "injury") & (o["attorney"] > 0.5),
+            "repeat_claimant": np.minimum(np.nan_to_num(hist["claimant_claims_365d"]), 4),
+            "shared_identity": np.minimum(shared, 3) ** 0.5, "ring": claims["is_ring"]}
+
+
+def fraud_signal(terms: dict[str, np.ndarray]) -> np.ndarray:
+    """The weighted sum of the fraud terms: the log-odds above FRAUD_BASE_LOGIT, before scale and noise."""
+    return sum(FRAUD_WEIGHTS[name] * terms[name] for name in FRAUD_WEIGHTS)
+
+
+def draw_labels(rng, frame: pd.DataFrame, claims: dict) -> None:
+    """True probabilities from observable signals (plus a little noise), then the labels and when an
+    investigation confirmed the fraud. `claims` as fraud_terms reads it."""
+    signals = fraud_signal(fraud_terms(frame, claims))
+    o = _observed(frame)
+    loss_type, amount, log_ratio, delay = o["loss_type"], o["amount"], o["log_ratio"], o["delay"]
+    police, witnesses, attorney = o["police"], o["witnesses"], o["attorney"]
     injury = loss_type == "injury"
-    attorney = frame["attorney_involved"].to_numpy(dtype=float, na_value=0.0)
-    signals = (1.1 * log_ratio
-                   + 1.4 * (policy_age < 30) + 0.7 * ((policy_age >= 30) & (policy_age < 60)) + 2.5 * (policy_age < 0)
-                   + 1.3 * np.clip(np.log1p(delay) / np.log(30), 0, 1.5)
-                   + 1.0 * (theft_or_crash & (police < 0.5) & (witnesses < 0.5))
-                   + 0.8 * ((loss_type == "theft") & (claims["hour"] < 5))
-                   + 0.9 * (injury & (attorney > 0.5))
-                   + 0.45 * np.minimum(np.nan_to_num(hist["claimant_claims_365d"]), 4)
-                   + 1.6 * np.minimum(shared, 3) ** 0.5 + 1.2 * claims["is_ring"])
     fraud_logit = FRAUD_BASE_LOGIT + FRAUD_SIGNAL_SCALE * signals + rng.normal(0, 0.3, size=len(frame))
     fraud_p = 1 / (1 + np.exp(-fraud_logit))
     glass, small = loss_type == "glass", log_ratio < np.log(0.6)
