@@ -88,7 +88,7 @@ class TrainingConfig:
     early_stopping_rounds: int = _bounded(40, "at least 1")
     extra_trees: bool = False
     feature_fraction: float = _bounded(0.9, "above 0 and at most 1")
-    reweight_rare_class: bool = True
+    reweight_rare_class: bool = False
     min_data_per_group: int = _bounded(100, "at least 1")
     cat_smooth: float = _bounded(10.0, "at least 0")
     anomaly_detector: str = _bounded("tails", '"tails" or "forest"')

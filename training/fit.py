@@ -95,8 +95,8 @@ def fit_boosted(matrix: np.ndarray, target: np.ndarray, split: Split, builder: F
     y_train, y_val = target[split.train], target[split.validation]
     if y_train.min() == y_train.max() or y_val.min() == y_val.max():
         raise ValueError("both outcomes must occur in the training and the validation period")
-    # Rare fraud is up-weighted by the square root of its odds: enough to learn its shape
-    # without the trees spending all their splits on it; calibration undoes the shift.
+    # With `reweight`, rare fraud is up-weighted by the square root of its odds (calibration undoes
+    # the shift); off by default: it cost 3-4 points of fraud PR-AUC (claimtriage.toml).
     weight = float(np.sqrt((1 - y_train.mean()) / y_train.mean())) if reweight else 1.0
     common = {"feature_name": builder.feature_names_, "categorical_feature": builder.categorical_indices_,
               "free_raw_data": False}

@@ -37,16 +37,19 @@ def main_job_evaluated():
 
 
 def test_fraud_model_comes_close_to_the_oracle_on_the_sample(evaluated):
-    # 96.96% and 60.4% with the monotone constraints (README, "Figures"); 96.07% and 57.5% without.
+    # 96.9% and 63.8% unweighted; 96.96% and 60.4% with the rare class up-weighted (the release
+    # before); 96.07% and 57.5% without the monotone constraints either.
     assert evaluated["test_fraud_roc_auc"] >= 0.965 * evaluated["oracle_fraud_roc_auc"], evaluated
-    assert evaluated["test_fraud_pr_auc"] >= 0.59 * evaluated["oracle_fraud_pr_auc"], evaluated
+    assert evaluated["test_fraud_pr_auc"] >= 0.62 * evaluated["oracle_fraud_pr_auc"], evaluated
 
 
 def test_fraud_model_ranks_the_main_jobs_top_claims_close_to_the_oracle(main_job_evaluated):
-    # Issue #15 wants 95% of the oracle's PR-AUC and 99% of its ROC-AUC; measured 85.2% and 98.2%
-    # (81.5% and 97.8% before the monotone constraints): this bar holds what is reached.
+    # Issue #15 wants 95% of the oracle's PR-AUC and 99% of its ROC-AUC; measured 88.5% and 98.3%
+    # (85.2% and 98.2% with the rare class up-weighted, 81.5% and 97.8% without monotone constraints
+    # either). LightGBM handed the oracle's own terms, hidden ones included, reaches 93.0% and 99.0%
+    # on this book (benchmarks/bench_fraud_gap.py): this bar holds what is reached.
     metrics = main_job_evaluated
-    assert metrics["test_fraud_pr_auc"] >= 0.84 * metrics["oracle_fraud_pr_auc"], metrics
+    assert metrics["test_fraud_pr_auc"] >= 0.87 * metrics["oracle_fraud_pr_auc"], metrics
     assert metrics["test_fraud_roc_auc"] >= 0.98 * metrics["oracle_fraud_roc_auc"], metrics
 
 
