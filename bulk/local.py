@@ -1,8 +1,9 @@
 """The local engine: the whole input in one process with pandas.
 
 History features are counted over the whole input at once (each claim against the claims reported
-strictly before it, as in training), then claims are scored a chunk at a time so that memory for the
-model matrix and the explanations stays bounded and progress can be told.
+strictly before it, as in training), then claims are scored and written a chunk at a time, in claim id
+order, so that memory for the model matrix, the scores and the explanations stays bounded and progress
+can be told.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from bulk.io import REJECTED, SCORES, InputFiles, read_local, staged, write_summary
@@ -41,20 +43,22 @@ def score_local(inputs: InputFiles, out: str | Path, bundle: TriageBundle, about
         graph_report = GraphReport()
         history = bundle.builder.history_values(canonical, None, graph_report) if len(canonical) else {}
         scorer = BulkScorer(bundle, about["model_version"], explain)
-        parts = []
-        for start in range(0, len(canonical), CHUNK):
-            rows = slice(start, start + CHUNK)
-            parts.append(scorer.score(canonical.iloc[rows], {k: v[rows] for k, v in history.items()}))
-            progress("score", min(start + CHUNK, len(canonical)), len(canonical))
-        scores = pd.concat(parts, ignore_index=True) if parts else scorer.score(canonical, {})
-        scores = scores.sort_values("claim_id", kind="stable", ignore_index=True)
-        rejected = sort_rejected(rejected)
         (folder / SCORES).mkdir()
         (folder / REJECTED).mkdir()
-        scores.to_parquet(folder / SCORES / "part-00000.parquet", index=False)
+        # A chunk at a time in claim id order, each chunk its own part file: the output is by claim id
+        # as Spark's is, and only one chunk's scores and reasons are ever held.
+        order = np.argsort(canonical["claim_id"].to_numpy(dtype=object), kind="stable")
+        decisions = Counter()
+        for k, start in enumerate(range(0, max(len(canonical), 1), CHUNK)):
+            rows = order[start:start + CHUNK]
+            scores = scorer.score(canonical.iloc[rows].reset_index(drop=True), {n: v[rows] for n, v in history.items()})
+            scores.to_parquet(folder / SCORES / f"part-{k:05d}.parquet", index=False)
+            decisions.update(scores["decision"].tolist())
+            progress("score", min(start + CHUNK, len(canonical)), len(canonical))
+        rejected = sort_rejected(rejected)
         rejected.to_parquet(folder / REJECTED / "part-00000.parquet", index=False)
         summary = run_summary("local", str(inputs.root), about, explain, len(raw),
-                              Counter(scores["decision"].tolist()), rejected_counts(rejected),
+                              decisions, rejected_counts(rejected),
                               preparer.columns_not_read(raw.columns), graph_report)
         write_summary(folder, summary)
     return summary

@@ -109,6 +109,27 @@ def test_a_directory_of_part_files_is_one_input(in_bulk_home, edge_book, tmp_pat
     pd.testing.assert_frame_equal(read_output(tmp_path / "a")[0], read_output(tmp_path / "b")[0])
 
 
+def test_scores_are_written_a_chunk_at_a_time_in_claim_id_order(in_bulk_home, edge_book, tmp_path, monkeypatch):
+    """Only one chunk's scores and reasons are held at a time (10M claims with reasons no longer fit in
+    memory at once), and the part files, read in name order, are by claim id as Spark writes them,
+    whatever the input's order; chunking changes nothing in what is written."""
+    import bulk.local
+
+    edge_book.sample(frac=1.0, random_state=3).to_parquet(tmp_path / "book.parquet")  # not in claim id order
+    assert _bulk("--data", tmp_path / "book.parquet", "--out", tmp_path / "whole", "--explain") == 0
+    monkeypatch.setattr(bulk.local, "CHUNK", 700)
+    assert _bulk("--data", tmp_path / "book.parquet", "--out", tmp_path / "chunked", "--explain") == 0
+    parts = sorted((tmp_path / "chunked" / "scores").glob("part-*.parquet"))
+    assert len(parts) == -(-len(edge_book) // 700)
+    frames = [pd.read_parquet(part) for part in parts]
+    assert all(len(frame) <= 700 for frame in frames)
+    in_file_order = pd.concat(frames, ignore_index=True)
+    assert in_file_order["claim_id"].is_monotonic_increasing and in_file_order["claim_id"].is_unique
+    whole = pd.read_parquet(tmp_path / "whole" / "scores")
+    pd.testing.assert_frame_equal(in_file_order, whole)
+    assert read_output(tmp_path / "chunked")[2] == read_output(tmp_path / "whole")[2]
+
+
 def test_output_is_written_whole_or_not_at_all(in_bulk_home, edge_book, tmp_path, monkeypatch, capsys):
     edge_book.head(300).to_parquet(tmp_path / "book.parquet")
     out = tmp_path / "out"
