@@ -25,7 +25,7 @@ subprocess, so that each run is measured alone, start-up (imports, model, JVM) i
 Results go to `--work`/results-N.json. The machine may be shared: timings are noisy.
 
 Usage: `python benchmarks/bench_bulk.py [--claims 1000000 10000000] [--explain both|no|yes]
-[--engines local spark]`. Not a test.
+[--engines local spark] [--keep]`. Not a test.
 """
 
 from __future__ import annotations
@@ -199,8 +199,9 @@ def identity(local_out: Path, spark_out: Path) -> str:
     return "; ".join(compare_outputs(local_out, spark_out)) or "IDENTICAL"
 
 
-def measure(work: Path, claims: int, engines: list[str], settings: list[bool], env: dict[str, str]) -> dict:
-    """Every engine and setting on the book of `claims` claims; outputs compared, then deleted."""
+def measure(work: Path, claims: int, engines: list[str], settings: list[bool], env: dict[str, str],
+            keep: bool = False) -> dict:
+    """Every engine and setting on the book of `claims` claims; outputs compared, then deleted unless `keep`."""
     data = book(work, claims)
     runs, identities = [], {}
     for explain in settings:
@@ -221,7 +222,7 @@ def measure(work: Path, claims: int, engines: list[str], settings: list[bool], e
         if len(outs) == 2:
             identities["explain" if explain else "scores"] = identity(outs["local"], outs["spark"])
             print(f"local vs spark, explain={explain}: {identities['explain' if explain else 'scores']}", flush=True)
-        for out in outs.values():
+        for out in outs.values() if not keep else ():
             shutil.rmtree(out)
     return {"claims": claims, "spark_master": SPARK_MASTER, "cores": os.cpu_count(), "runs": runs,
             "identity": identities}
@@ -244,13 +245,15 @@ def main() -> None:
     parser.add_argument("--explain", choices=("both", "no", "yes"), default="both")
     parser.add_argument("--engines", nargs="+", choices=("local", "spark"), default=["local", "spark"])
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_bulk"))
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the outputs under --work (to compare runs made apart with score-bulk --compare)")
     args = parser.parse_args()
     settings = {"both": [False, True], "no": [False], "yes": [True]}[args.explain]
     env = model_home(args.work)
     print(f"{os.cpu_count()} cores; spark on {SPARK_MASTER}; each run a fresh `claimtriage score-bulk` process\n"
           + HEADER, flush=True)
     for claims in args.claims:
-        found = measure(args.work, claims, args.engines, settings, env)
+        found = measure(args.work, claims, args.engines, settings, env, args.keep)
         (args.work / f"results-{claims}.json").write_text(json.dumps(found, indent=2) + "\n")
         print(f"\n{claims:,} claims\n{HEADER}")
         print("\n".join(row(run) for run in found["runs"] if run["returncode"] == 0))
