@@ -14,9 +14,12 @@ newest 15%, the split training uses), fraud PR-AUC and ROC-AUC as a share of the
   of those terms are hidden from any real model: whether a claim is a ring's, and whether a shared
   identity is a family's or a fleet's.
 
-Separately, the ring claims: their median percentile in ours' ranking and the oracle's.
+Separately, the ring claims: their median percentile in ours' ranking and the oracle's. With
+`--explain-cost`, on the first book: the whole bundle fitted both ways and the reasons of its three
+models (models.explain.Explainer, what the service runs) timed side by side, alternating, for one
+claim and for 256, medians of 30: the up-weighting changes the fraud model's tree count.
 
-    python benchmarks/bench_fraud_gap.py [--seeds 0 1 2] [--claims 200000] [--json OUT]
+    python benchmarks/bench_fraud_gap.py [--seeds 0 1 2] [--claims 200000] [--json OUT] [--explain-cost]
 
 Not a test: it prints the table and writes JSON; the machine may be shared (timings are not the point).
 """
@@ -137,11 +140,41 @@ def measure(claims_n: int, seed: int) -> dict:
             "seconds": round(time.perf_counter() - started, 1)}
 
 
+def explain_cost(claims_n: int, seed: int, repeats: int = 30) -> dict:
+    """Median seconds to explain 1 and 256 test claims with the bundle fitted with and without up-weighting."""
+    from models.explain import Explainer
+    from training.fit import fit_bundle
+
+    config = load_config(ROOT / "claimtriage.toml")
+    claims = validate_claims(book_with_terms(claims_n, seed)[0], require_labels=True).claims
+    split = split_claims(claims, config.training.validation_share, config.training.test_share, config.training.seed)
+    fitted = {}
+    for reweight in (False, True):
+        cfg = dataclasses.replace(config, training=dataclasses.replace(config.training, reweight_rare_class=reweight))
+        bundle = fit_bundle(claims, split, cfg).bundle
+        fitted[reweight] = (bundle.fraud.booster.num_trees(), Explainer(bundle),
+                            bundle.builder.transform(claims.loc[split.test]))
+    times = {reweight: {1: [], 256: []} for reweight in fitted}
+    rng = np.random.default_rng(0)
+    for k in range(repeats):
+        for reweight in ((False, True) if k % 2 else (True, False)):
+            _, explainer, matrix = fitted[reweight]
+            for n in (1, 256):
+                rows = matrix[rng.integers(0, len(matrix), n)]
+                started = time.perf_counter()
+                explainer.reasons(rows)
+                times[reweight][n].append(time.perf_counter() - started)
+    return {f"reweight_rare_class={str(reweight).lower()}": {
+        "fraud_trees": fitted[reweight][0], "ms_1_claim": 1e3 * float(np.median(times[reweight][1])),
+        "ms_256_claims": 1e3 * float(np.median(times[reweight][256]))} for reweight in fitted}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--claims", type=int, nargs="+", default=[200_000])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--explain-cost", action="store_true")
     args = parser.parse_args()
     print(f"{os.cpu_count()} cores; test period = newest 15%; each figure a share of the oracle's on the same claims",
           flush=True)
@@ -158,6 +191,13 @@ def main() -> None:
                 print(f"  {name:48} PR-AUC {r['pr']:6.1%}  ROC-AUC {r['roc']:6.2%}{tree_count}")
             print("  " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                    for k, v in found["rings"].items()), flush=True)
+    if args.explain_cost:
+        cost = explain_cost(args.claims[0], args.seeds[0])
+        print(f"\nreasons of the three models, {args.claims[0]:,} claims seed {args.seeds[0]} (medians of 30):")
+        for name, c in cost.items():
+            print(f"  {name:28} fraud trees {c['fraud_trees']:4}  1 claim {c['ms_1_claim']:6.2f} ms  "
+                  f"256 claims {c['ms_256_claims']:7.1f} ms")
+        results.append({"explain_cost": cost})
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
