@@ -361,12 +361,13 @@ def _observed(frame: pd.DataFrame) -> dict[str, np.ndarray]:
             "attorney": frame["attorney_involved"].to_numpy(dtype=float, na_value=0.0)}
 
 
-def fraud_terms(frame: pd.DataFrame, claims: dict) -> dict[str, np.ndarray]:
+def fraud_terms(frame: pd.DataFrame, claims: dict, observed: dict | None = None) -> dict[str, np.ndarray]:
     """Each term of the fraud signal (FRAUD_WEIGHTS weighs them), from the claim, its entities' earlier
     claims and two things no model sees: whether the claim is a ring's (`claims["is_ring"]`) and which
     shared identities are shared for ordinary reasons (`claims["legit_shared"]`: rows PHONE, ACCOUNT,
-    ADDRESS; without it every shared identity counts). `claims["hour"]`: the loss hour, none missing."""
-    o = _observed(frame)
+    ADDRESS; without it every shared identity counts). `claims["hour"]`: the loss hour, none missing.
+    `observed`: `_observed(frame)` when the caller has it already."""
+    o = _observed(frame) if observed is None else observed
     hist = history_features(frame, names=["claimant_claims_365d", "payee_account_other_claimants",
                                           "phone_other_claimants", "address_other_claimants"])
     # A family's address and landline, a fleet's account: shared for ordinary reasons, no sign of fraud.
@@ -392,8 +393,8 @@ def fraud_signal(terms: dict[str, np.ndarray]) -> np.ndarray:
 def draw_labels(rng, frame: pd.DataFrame, claims: dict) -> None:
     """True probabilities from observable signals (plus a little noise), then the labels and when an
     investigation confirmed the fraud. `claims` as fraud_terms reads it."""
-    signals = fraud_signal(fraud_terms(frame, claims))
     o = _observed(frame)
+    signals = fraud_signal(fraud_terms(frame, claims, o))
     loss_type, amount, log_ratio, delay = o["loss_type"], o["amount"], o["log_ratio"], o["delay"]
     police, witnesses, attorney = o["police"], o["witnesses"], o["attorney"]
     injury = loss_type == "injury"
