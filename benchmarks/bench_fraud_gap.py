@@ -49,6 +49,7 @@ from models.config import load_config  # noqa: E402
 from training.data import split_claims  # noqa: E402
 from training.fit import Extras, booster_params, fit_boosted, fit_builder  # noqa: E402
 
+CONFIG = load_config(ROOT / "claimtriage.toml")
 
 TERM = "_oracle_term_"
 
@@ -83,11 +84,10 @@ def ratios(y: np.ndarray, score: np.ndarray, oracle: np.ndarray) -> dict[str, fl
             "roc": roc_auc_score(y, score) / roc_auc_score(y, oracle)}
 
 
-def ours(claims: pd.DataFrame, split, reweight: bool) -> tuple[np.ndarray, int]:
-    """Test-period fraud margins of the fraud model fitted as fit_bundle fits it, and its tree count."""
-    config = load_config(ROOT / "claimtriage.toml")
-    cfg = dataclasses.replace(config.training, reweight_rare_class=reweight)
-    builder, matrix = fit_builder(claims, split, cfg, Extras())
+def ours(claims: pd.DataFrame, split, builder, matrix: np.ndarray, reweight: bool) -> tuple[np.ndarray, int]:
+    """Test-period fraud margins of the fraud model fitted as fit_bundle fits it (on `builder`'s matrix of
+    all claims), and its tree count."""
+    cfg = dataclasses.replace(CONFIG.training, reweight_rare_class=reweight)
     model = fit_boosted(matrix, claims["is_fraud"].to_numpy(dtype=bool), split, builder, cfg,
                         reweight=cfg.reweight_rare_class, monotone=cfg.fraud_monotone)
     return model.margin(matrix[split.test]), model.booster.num_trees()
@@ -97,7 +97,7 @@ def on_terms(terms: pd.DataFrame, y: np.ndarray, split) -> dict[str, np.ndarray]
     """Test-period scores of a logistic regression and of LightGBM (ours' settings) on the oracle's terms."""
     x = terms[list(generate.FRAUD_WEIGHTS)].to_numpy()
     logistic = LogisticRegression(C=100.0, max_iter=5000).fit(x[split.train], y[split.train])
-    cfg = load_config(ROOT / "claimtriage.toml").training
+    cfg = CONFIG.training
     params = booster_params(cfg, 1.0)
     booster = lgb.train(params, lgb.Dataset(x[split.train], y[split.train]), num_boost_round=cfg.max_trees,
                         valid_sets=[lgb.Dataset(x[split.validation], y[split.validation])],
@@ -113,15 +113,16 @@ def measure(claims_n: int, seed: int) -> dict:
     claims = validate_claims(book, require_labels=True).claims
     if len(claims) != len(book) or not (claims["claim_id"].to_numpy() == book["claim_id"].to_numpy()).all():
         raise RuntimeError("validation changed the generated book's rows")
-    config = load_config(ROOT / "claimtriage.toml").training
+    config = CONFIG.training
     split = split_claims(claims, config.validation_share, config.test_share, config.seed)
+    builder, matrix = fit_builder(claims, split, config, Extras())  # the same whatever the class weights
     y = claims["is_fraud"].to_numpy(dtype=bool)
     oracle = claims["true_fraud_prob"].to_numpy()[split.test]
     y_test = y[split.test]
     rows, trees = {}, {}
     for reweight in (config.reweight_rare_class, not config.reweight_rare_class):
         name = f"ours, reweight_rare_class={str(reweight).lower()}" + (" (configured)" if reweight == config.reweight_rare_class else "")
-        score, trees[name] = ours(claims, split, reweight)
+        score, trees[name] = ours(claims, split, builder, matrix, reweight)
         rows[name] = ratios(y_test, score, oracle)
         if reweight == config.reweight_rare_class:
             rank = pd.Series(score).rank(pct=True).to_numpy()
@@ -137,17 +138,15 @@ def measure(claims_n: int, seed: int) -> dict:
     return {"claims": claims_n, "seed": seed, "test_claims": int(split.test.sum()), "test_frauds": int(y_test.sum()),
             "training_frauds": int(y[split.train].sum()), "oracle_pr_auc": average_precision_score(y_test, oracle),
             "oracle_roc_auc": roc_auc_score(y_test, oracle), "ratios": rows, "trees": trees, "rings": rings,
-            "seconds": round(time.perf_counter() - started, 1)}
+            "seconds": round(time.perf_counter() - started, 1), "_claims": claims, "_split": split}
 
 
-def explain_cost(claims_n: int, seed: int, repeats: int = 30) -> dict:
-    """Median seconds to explain 1 and 256 test claims with the bundle fitted with and without up-weighting."""
+def explain_cost(claims: pd.DataFrame, split, repeats: int = 30) -> dict:
+    """Median milliseconds to explain 1 and 256 test claims with the bundle fitted with and without up-weighting."""
     from models.explain import Explainer
     from training.fit import fit_bundle
 
-    config = load_config(ROOT / "claimtriage.toml")
-    claims = validate_claims(book_with_terms(claims_n, seed)[0], require_labels=True).claims
-    split = split_claims(claims, config.training.validation_share, config.training.test_share, config.training.seed)
+    config = CONFIG
     fitted = {}
     for reweight in (False, True):
         cfg = dataclasses.replace(config, training=dataclasses.replace(config.training, reweight_rare_class=reweight))
@@ -182,6 +181,9 @@ def main() -> None:
     for claims_n in args.claims:
         for seed in args.seeds:
             found = measure(claims_n, seed)
+            book = found.pop("_claims"), found.pop("_split")
+            if args.explain_cost and not results:
+                first_book = book
             results.append(found)
             print(f"\n{claims_n:,} claims, seed {seed}: {found['training_frauds']:,} training frauds, "
                   f"{found['test_frauds']:,} of {found['test_claims']:,} test claims; oracle PR-AUC "
@@ -192,7 +194,7 @@ def main() -> None:
             print("  " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                    for k, v in found["rings"].items()), flush=True)
     if args.explain_cost:
-        cost = explain_cost(args.claims[0], args.seeds[0])
+        cost = explain_cost(*first_book)
         print(f"\nreasons of the three models, {args.claims[0]:,} claims seed {args.seeds[0]} (medians of 30):")
         for name, c in cost.items():
             print(f"  {name:28} fraud trees {c['fraud_trees']:4}  1 claim {c['ms_1_claim']:6.2f} ms  "
