@@ -47,7 +47,7 @@ import training.generate as generate  # noqa: E402
 from features.validation import validate_claims  # noqa: E402
 from models.config import load_config  # noqa: E402
 from training.data import split_claims  # noqa: E402
-from training.fit import Extras, booster_params, fit_boosted, fit_builder  # noqa: E402
+from training.fit import Extras, booster_params, fit_builder, fit_fraud  # noqa: E402
 
 CONFIG = load_config(ROOT / "claimtriage.toml")
 
@@ -88,8 +88,7 @@ def ours(claims: pd.DataFrame, split, builder, matrix: np.ndarray, reweight: boo
     """Test-period fraud margins of the fraud model fitted as fit_bundle fits it (on `builder`'s matrix of
     all claims), and its tree count."""
     cfg = dataclasses.replace(CONFIG.training, reweight_rare_class=reweight)
-    model = fit_boosted(matrix, claims["is_fraud"].to_numpy(dtype=bool), split, builder, cfg,
-                        reweight=cfg.reweight_rare_class, monotone=cfg.fraud_monotone)
+    model = fit_fraud(matrix, claims["is_fraud"].to_numpy(dtype=bool), split, builder, cfg)
     return model.margin(matrix[split.test]), model.booster.num_trees()
 
 

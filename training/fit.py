@@ -112,6 +112,13 @@ def fit_boosted(matrix: np.ndarray, target: np.ndarray, split: Split, builder: F
     return model
 
 
+def fit_fraud(matrix: np.ndarray, is_fraud: np.ndarray, split: Split, builder: FeatureBuilder,
+              cfg: TrainingConfig) -> BoostedModel:
+    """The fraud model as every version is fitted: the configured up-weighting and monotone directions."""
+    return fit_boosted(matrix, is_fraud, split, builder, cfg, reweight=cfg.reweight_rare_class,
+                       monotone=cfg.fraud_monotone)
+
+
 def fit_anomaly_detector(builder: FeatureBuilder, train: np.ndarray,
                          cfg: TrainingConfig) -> TailDetector | AnomalyDetector:
     """The configured anomaly detector over the named claim features (models.anomaly.ANOMALY_INPUTS);
@@ -132,8 +139,7 @@ def fit_bundle(claims: pd.DataFrame, split: Split, config: Config, progress: Pro
     is_fraud = claims["is_fraud"].to_numpy(dtype=bool)
     payable = payable_label(claims)
     progress("fraud model")
-    fraud = fit_boosted(matrix, is_fraud, split, builder, cfg, reweight=cfg.reweight_rare_class,
-                        monotone=cfg.fraud_monotone)
+    fraud = fit_fraud(matrix, is_fraud, split, builder, cfg)
     eligibility = None
     if payable is not None:
         progress("eligibility model")

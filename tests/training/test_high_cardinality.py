@@ -18,7 +18,7 @@ from features.builder import PRECOUNTED, FeatureBuilder
 from features.validation import validate_claims
 from models.config import Config
 from training.data import cross_validation_splits
-from training.fit import Extras, fit_boosted, fit_builder
+from training.fit import Extras, fit_builder, fit_fraud
 from training.generate import add_code_column, generate_claims
 
 pytestmark = pytest.mark.slow
@@ -43,8 +43,7 @@ def fold_aucs(claims, extras: Extras, config: Config) -> np.ndarray:
     aucs = []
     for split in cross_validation_splits(claims, FOLDS, 1, cfg.validation_share, cfg.seed):
         builder, matrix = fit_builder(claims, split, cfg, extras)
-        fraud = fit_boosted(matrix, is_fraud, split, builder, cfg, reweight=cfg.reweight_rare_class,
-                            monotone=cfg.fraud_monotone)
+        fraud = fit_fraud(matrix, is_fraud, split, builder, cfg)
         aucs.append(roc_auc_score(is_fraud[split.test], fraud.probability(matrix[split.test])))
     return np.array(aucs)
 
