@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features import record_spec as rules
-from features.mapping import map_frame
+from features.mapping import column_text, map_frame
 from features.schema import OUTCOME_TIME_FIELD, ClaimField
 from features.validation import show_value, validate_claims
 from models.bundle import TriageBundle
@@ -135,8 +135,10 @@ class BatchPreparer:
     def _mapping_rejections(self, data: pd.DataFrame, position: pd.DataFrame, errors: list[list[dict]],
                             failed: np.ndarray) -> pd.DataFrame:
         rows = []
-        for i in np.flatnonzero(failed).tolist():
-            claim_id = self.shapes.claim_id({c: _text(data[c].iat[i]) for c in data.columns})
+        at = np.flatnonzero(failed)
+        text = {c: column_text(data[c].iloc[at]) for c in data.columns}  # as the mapping read them
+        for k, i in enumerate(at.tolist()):
+            claim_id = self.shapes.claim_id({c: cells[k] for c, cells in text.items()})
             rows += [(position[SOURCE].iat[i], position[ROW].iat[i], claim_id, e["field"], e["value"], e["reason"])
                      for e in errors[i]]
         return pd.DataFrame(rows, columns=list(REJECTED_COLUMNS))
@@ -146,10 +148,6 @@ def duplicated_keys(keys: pd.DataFrame) -> pd.DataFrame:
     """The keys whose typed claim id is on more than one row (every one of them, as validation flags them)."""
     ids = keys["claim_id"]
     return keys.loc[ids.notna() & ids.duplicated(keep=False)]
-
-
-def _text(value):
-    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
 
 
 def rejected_frame(parts: list[pd.DataFrame]) -> pd.DataFrame:

@@ -484,7 +484,7 @@ def apply_mapping(raw: pd.DataFrame, mapping: DatasetMapping, notes: list[str] |
     """
     problems: list[MappingProblem] = []
     columns = columns_read(mapping, labels=True)
-    extract = _Extract(len(raw), {c: _as_text(raw[c]) for c in columns if c in raw.columns},
+    extract = _Extract(len(raw), {c: column_text(raw[c]) for c in columns if c in raw.columns},
                        tuple(map(str, raw.columns)))
     mapped = _map_extract(extract, mapping, problems, notes, labels=True)
     if problems:
@@ -519,7 +519,7 @@ def map_frame(raw: pd.DataFrame, mapping: DatasetMapping,
     mapped; labels are not read) and per row the mapping's errors, named by the extract's columns.
     A mistake of the mapping itself (a column the input lacks, say) raises `MappingError`."""
     columns = columns_read(mapping, labels=False)
-    extract = _Extract(len(raw), {c: _as_text(raw[c]) for c in columns if c in raw.columns},
+    extract = _Extract(len(raw), {c: column_text(raw[c]) for c in columns if c in raw.columns},
                        tuple(map(str, raw.columns)))
     problems: list[MappingProblem] = []
     mapped = _map_extract(extract, mapping, problems, notes, labels=False)
@@ -542,7 +542,7 @@ def _add_row_errors(problems: list[MappingProblem], extract: _Extract, errors: l
             errors[row] += [{"field": c, "value": extract.text[c][row], "reason": reason} for c in problem.source]
 
 
-def _as_text(column: pd.Series) -> np.ndarray:
+def column_text(column: pd.Series) -> np.ndarray:
     """A frame column as text, as `read_source` reads a CSV; None where the cell is empty."""
     text = column.astype("str").to_numpy(dtype=object)
     return np.where(pd.isna(text), None, text)
