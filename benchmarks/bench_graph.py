@@ -1,10 +1,10 @@
 """Benchmark: what the claim graph (features/graph.py, serving/graph_history.py) costs.
 
 One run on this machine, on a generated book (default 200,000 claims): the offline pass over the
-whole book (union-find in report order) against the other history features of the same book; the
-online walk per claim from the in-memory history index (single claims and batches of 256 new
-claims, each put in a transaction that is rolled back), side by side with the other history
-features counted for the same claims; and the index's memory per claim (the graph needs each
+whole book (union-find in report order) against the other history features of the same book, and its
+peak memory (tracemalloc, a second pass); the online walk per claim from the in-memory history index
+(single claims and batches of 256 new claims, each put in a transaction that is rolled back), side by
+side with the other history features counted for the same claims; and the index's memory per claim (the graph needs each
 value's claims and times for every identity: measured as the index built with the graph's lists
 against without, by tracemalloc). Prints medians and percentiles; not a test.
 
@@ -64,6 +64,13 @@ def main() -> None:
     counted_s = time.perf_counter() - started
     print(f"offline: graph {graph_s:.1f} s ({graph_s / len(book) * 1e6:.1f} us a claim), other history features "
           f"{counted_s:.1f} s; identities ignored: {report.as_dict()}")
+    # Its memory: the same pass again under tracemalloc (which slows it, so not timed), the peak above
+    # what the book already holds.
+    tracemalloc.start()
+    graph_features(book, settings=settings)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    print(f"  offline graph memory: peak {peak / 1e6:.0f} MB ({peak / len(book):.0f} bytes a claim)")
     sizes = offline["ring_claims"]
     print(f"  components as met: median {statistics.median(sizes):.0f} earlier claims, max {sizes.max():.0f}")
 
