@@ -20,7 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from bulk.scoring import ROW, SOURCE
 
@@ -115,37 +117,66 @@ def write_summary(folder: Path, summary: dict) -> None:
     (folder / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
 
-def read_output(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """(scores, rejected, summary) of a score-bulk output, scores by claim id: how tests and users
-    compare two runs."""
+def read_output(out: str | Path, scores: bool = True) -> tuple[pd.DataFrame | None, pd.DataFrame, dict]:
+    """(scores, rejected, summary) of a score-bulk output, scores by claim id (None without `scores`):
+    how tests and users compare two runs."""
     out = Path(out)
-    scores = pd.read_parquet(out / SCORES).sort_values("claim_id", kind="stable").reset_index(drop=True)
+    if scores:
+        scores = pd.read_parquet(out / SCORES).sort_values("claim_id", kind="stable").reset_index(drop=True)
+    else:
+        scores = None
     rejected = pd.read_parquet(out / REJECTED)
     # The same dtypes whoever wrote it (an empty problems file carries no text type of its own).
     rejected = rejected.astype({c: "Int64" if c == "row" else "str" for c in rejected.columns})
     return scores, rejected, json.loads((out / SUMMARY).read_text())
 
 
+def _score_columns(out: Path) -> list[str]:
+    return [c for c in pq.ParquetDataset(out / SCORES).schema.names if not c.startswith("__index_level_")]
+
+
+def _claim_ids(out: Path) -> tuple[pd.Series, np.ndarray]:
+    """An output's claim ids in order, and the order that puts its rows so."""
+    ids = pd.read_parquet(out / SCORES, columns=["claim_id"])["claim_id"]
+    ordered = ids.sort_values(kind="stable")
+    return ordered.reset_index(drop=True), ordered.index.to_numpy()
+
+
+def _score_column(out: Path, column: str, order: np.ndarray) -> pd.Series:
+    return pd.read_parquet(out / SCORES, columns=[column])[column].iloc[order].reset_index(drop=True)
+
+
 def compare_outputs(first: str | Path, second: str | Path) -> list[str]:
     """How two score-bulk outputs differ (empty when they are the same): scores claim by claim and
     value by value, problems, and summaries (but for the engine that wrote them). Problems are matched
-    without their row number when one output does not know it (Spark reading CSV)."""
-    (a_scores, a_rejected, a_summary), (b_scores, b_rejected, b_summary) = read_output(first), read_output(second)
+    without their row number when one output does not know it (Spark reading CSV).
+
+    Scores are read a column at a time (claim ids first, to put both in claim id order), so two outputs
+    of ten million claims with reasons are compared in a few gigabytes, not held whole."""
+    first, second = Path(first), Path(second)
     found = []
-    if list(a_scores.columns) != list(b_scores.columns):
-        found.append(f"score columns differ: {list(a_scores.columns)} and {list(b_scores.columns)}")
-    elif len(a_scores) != len(b_scores) or not a_scores["claim_id"].equals(b_scores["claim_id"]):
-        only = set(a_scores["claim_id"]) ^ set(b_scores["claim_id"])
-        found.append(f"scored claims differ: {len(a_scores):,} and {len(b_scores):,}, {len(only):,} in only one "
-                     f"(e.g. {sorted(only)[:3]})")
+    a_columns, b_columns = _score_columns(first), _score_columns(second)
+    if a_columns != b_columns:
+        found.append(f"score columns differ: {a_columns} and {b_columns}")
     else:
-        for column in a_scores.columns:
-            left, right = a_scores[column], b_scores[column]
-            same = (left == right) | (left.isna() & right.isna())
-            if not same.all():
-                i = int((~same.to_numpy()).argmax())
-                found.append(f"{column} differs on {(~same).sum():,} claims, first {a_scores['claim_id'].iat[i]}: "
-                             f"{left.iat[i]!r} and {right.iat[i]!r}")
+        (a_ids, a_order), (b_ids, b_order) = _claim_ids(first), _claim_ids(second)
+        if len(a_ids) != len(b_ids) or not a_ids.equals(b_ids):
+            only = set(a_ids) ^ set(b_ids)
+            found.append(f"scored claims differ: {len(a_ids):,} and {len(b_ids):,}, {len(only):,} in only one "
+                         f"(e.g. {sorted(only)[:3]})")
+        else:
+            for column in a_columns:
+                if column == "claim_id":
+                    continue
+                left, right = _score_column(first, column, a_order), _score_column(second, column, b_order)
+                same = (left == right) | (left.isna() & right.isna())
+                if not same.all():
+                    i = int((~same.to_numpy()).argmax())
+                    found.append(f"{column} differs on {(~same).sum():,} claims, first {a_ids.iat[i]}: "
+                                 f"{left.iat[i]!r} and {right.iat[i]!r}")
+                del left, right, same
+    _, a_rejected, a_summary = read_output(first, scores=False)
+    _, b_rejected, b_summary = read_output(second, scores=False)
     if a_rejected["row"].isna().any() != b_rejected["row"].isna().any():
         a_rejected, b_rejected = (r.drop(columns="row").sort_values(["source", "claim_id", "column", "reason"],
                                                                     ignore_index=True) for r in (a_rejected, b_rejected))
