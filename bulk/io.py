@@ -19,6 +19,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from bulk.scoring import ROW, SOURCE
 
 KINDS = {".parquet": "parquet", ".csv": "csv"}
 SCORES, REJECTED, SUMMARY = "scores", "rejected", "summary.json"
+COMPARED_AT_ONCE = 1_000_000  # claims of one score column compared at a time by compare_outputs
 
 
 class BulkInputError(ValueError):
@@ -131,19 +133,69 @@ def read_output(out: str | Path, scores: bool = True) -> tuple[pd.DataFrame | No
     return scores, rejected, json.loads((out / SUMMARY).read_text())
 
 
+def _score_files(out: Path) -> list[Path]:
+    """An output's score part files in name order (the order both engines write claim ids in)."""
+    return sorted(f for f in (out / SCORES).iterdir() if f.is_file() and not f.name.startswith(("_", ".")))
+
+
 def _score_columns(out: Path) -> list[str]:
     return [c for c in pq.ParquetDataset(out / SCORES).schema.names if not c.startswith("__index_level_")]
 
 
-def _claim_ids(out: Path) -> tuple[pd.Series, np.ndarray]:
-    """An output's claim ids in order, and the order that puts its rows so."""
-    ids = pd.read_parquet(out / SCORES, columns=["claim_id"])["claim_id"]
+def _claim_ids(out: Path) -> tuple[pd.Series, np.ndarray | None]:
+    """An output's claim ids in claim id order, and the order that puts its rows so (None when its
+    part files, read in name order, already are)."""
+    ids = pd.concat([pd.read_parquet(f, columns=["claim_id"])["claim_id"] for f in _score_files(out)],
+                    ignore_index=True)
+    if ids.is_monotonic_increasing:
+        return ids, None
     ordered = ids.sort_values(kind="stable")
     return ordered.reset_index(drop=True), ordered.index.to_numpy()
 
 
-def _score_column(out: Path, column: str, order: np.ndarray) -> pd.Series:
-    return pd.read_parquet(out / SCORES, columns=[column])[column].iloc[order].reset_index(drop=True)
+def _column_slices(out: Path, column: str, order: np.ndarray | None) -> Iterator[pd.Series]:
+    """One score column in claim id order, COMPARED_AT_ONCE rows at a time: streamed from the part files
+    when they are in claim id order, else read whole and put in order."""
+    if order is not None:
+        values = pd.read_parquet(out / SCORES, columns=[column])[column]
+        for start in range(0, len(order), COMPARED_AT_ONCE):
+            yield values.iloc[order[start:start + COMPARED_AT_ONCE]].reset_index(drop=True)
+        return
+    held, count = [], 0
+    for f in _score_files(out):
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=COMPARED_AT_ONCE, columns=[column]):
+            held.append(batch.column(0).to_pandas())
+            count += len(held[-1])
+            while count >= COMPARED_AT_ONCE:
+                joined = pd.concat(held, ignore_index=True)
+                yield joined.iloc[:COMPARED_AT_ONCE]
+                held, count = [joined.iloc[COMPARED_AT_ONCE:].reset_index(drop=True)], count - COMPARED_AT_ONCE
+    if count:
+        yield pd.concat(held, ignore_index=True)
+
+
+def _column_difference(first: Path, second: Path, column: str, a_order: np.ndarray | None,
+                       b_order: np.ndarray | None, ids: pd.Series) -> str | None:
+    """How one score column differs between two outputs, claim by claim in claim id order (None if it
+    does not), compared COMPARED_AT_ONCE claims at a time."""
+    differing, first_at, shown, start = 0, None, None, 0
+    for left, right in zip(_column_slices(first, column, a_order), _column_slices(second, column, b_order),
+                           strict=True):
+        same = ((left == right) | (left.isna() & right.isna())).to_numpy()
+        if not same.all():
+            differing += int((~same).sum())
+            if first_at is None:
+                i = int((~same).argmax())
+                first_at, shown = start + i, tuple(_plain(v) for v in (left.iat[i], right.iat[i]))
+        start += len(left)
+    if not differing:
+        return None
+    return f"{column} differs on {differing:,} claims, first {ids.iat[first_at]}: {shown[0]!r} and {shown[1]!r}"
+
+
+def _plain(value):
+    """A cell as Python shows it (0.3, not np.float64(0.3))."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def compare_outputs(first: str | Path, second: str | Path) -> list[str]:
@@ -151,8 +203,9 @@ def compare_outputs(first: str | Path, second: str | Path) -> list[str]:
     value by value, problems, and summaries (but for the engine that wrote them). Problems are matched
     without their row number when one output does not know it (Spark reading CSV).
 
-    Scores are read a column at a time (claim ids first, to put both in claim id order), so two outputs
-    of ten million claims with reasons are compared in a few gigabytes, not held whole."""
+    Scores are read a column at a time (claim ids first, to put both in claim id order) and compared a
+    million claims at a time, streamed from part files already in claim id order (as both engines write
+    them), so two outputs of ten million claims with reasons are never held whole."""
     first, second = Path(first), Path(second)
     found = []
     a_columns, b_columns = _score_columns(first), _score_columns(second)
@@ -166,15 +219,10 @@ def compare_outputs(first: str | Path, second: str | Path) -> list[str]:
                          f"(e.g. {sorted(only)[:3]})")
         else:
             for column in a_columns:
-                if column == "claim_id":
-                    continue
-                left, right = _score_column(first, column, a_order), _score_column(second, column, b_order)
-                same = (left == right) | (left.isna() & right.isna())
-                if not same.all():
-                    i = int((~same.to_numpy()).argmax())
-                    found.append(f"{column} differs on {(~same).sum():,} claims, first {a_ids.iat[i]}: "
-                                 f"{left.iat[i]!r} and {right.iat[i]!r}")
-                del left, right, same
+                difference = None if column == "claim_id" else _column_difference(first, second, column, a_order,
+                                                                                  b_order, a_ids)
+                if difference:
+                    found.append(difference)
     _, a_rejected, a_summary = read_output(first, scores=False)
     _, b_rejected, b_summary = read_output(second, scores=False)
     if a_rejected["row"].isna().any() != b_rejected["row"].isna().any():

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bulk.io import read_output
+from bulk.io import compare_outputs, read_output
 from cli.main import main
 from features.validation import validate_claims
 from models.config import Deadlines
@@ -198,3 +198,35 @@ def test_compare_names_the_first_difference(in_bulk_home, edge_book, tmp_path, c
     assert _bulk("--compare", tmp_path / "a", tmp_path / "b") == 1
     out = capsys.readouterr().out
     assert "anomaly_score differs on" in out and f"first {edge_book.loc[10, 'claim_id']}" in out
+
+
+def _output(folder, parts: list[list[tuple[str, float]]]) -> None:
+    """A score-bulk output by hand: score part files as listed, Spark's marker files beside them."""
+    (folder / "scores").mkdir(parents=True)
+    (folder / "rejected").mkdir()
+    for k, rows in enumerate(parts):
+        pd.DataFrame({"claim_id": [c for c, _ in rows], "fraud_probability": [p for _, p in rows]}).to_parquet(
+            folder / "scores" / f"part-{k:05d}.parquet", index=False)
+    (folder / "scores" / "_SUCCESS").write_text("")
+    (folder / "scores" / ".part-00000.parquet.crc").write_bytes(b"\0")
+    pd.DataFrame({c: pd.Series([], dtype="str") for c in ("source", "row", "claim_id", "column", "value", "reason")}
+                 ).to_parquet(folder / "rejected" / "part-00000.parquet", index=False)
+    (folder / "summary.json").write_text(json.dumps({"engine": folder.name}))
+
+
+def test_compare_matches_claims_across_part_files_a_slice_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.setattr("bulk.io.COMPARED_AT_ONCE", 2)  # five claims: three slices
+    rows = [("C1", 0.1), ("C2", 0.2), ("C3", None), ("C4", 0.4), ("C5", 0.5)]
+    _output(tmp_path / "a", [[rows[4], rows[0]], [rows[2], rows[1], rows[3]]])
+    _output(tmp_path / "b", [rows])
+    assert compare_outputs(tmp_path / "a", tmp_path / "b") == []
+    changed = [("C1", 0.1), ("C2", 0.2), ("C3", 0.3), ("C4", 0.4), ("C5", 0.55)]
+    _output(tmp_path / "c", [changed[3:], changed[:3]])
+    assert compare_outputs(tmp_path / "a", tmp_path / "c") == [
+        "fraud_probability differs on 2 claims, first C3: nan and 0.3"]
+    # Both in claim id order (as the engines write them): streamed, part boundaries apart from the slices'.
+    _output(tmp_path / "d", [changed[:3], changed[3:4], changed[4:]])
+    assert compare_outputs(tmp_path / "b", tmp_path / "d") == [
+        "fraud_probability differs on 2 claims, first C3: nan and 0.3"]
+    _output(tmp_path / "e", [rows[:1], rows[1:4], rows[4:]])
+    assert compare_outputs(tmp_path / "e", tmp_path / "b") == []
