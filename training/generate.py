@@ -423,11 +423,16 @@ def _fraud_confirmed_at(rng, report: np.ndarray, is_fraud: np.ndarray) -> np.nda
     return np.where(confirmed, report + after, np.datetime64("NaT", "s"))
 
 
+PARQUET_ROW_GROUP = 100_000
+
+
 def write_claims(frame: pd.DataFrame, path: str | Path) -> None:
     """Write claims as Parquet or CSV, by the file's suffix."""
     path = Path(path)
     if path.suffix == ".parquet":
-        frame.to_parquet(path, index=False)
+        # Row groups of 100,000 claims: Spark reads a row group as one task at most, and a book of a
+        # million claims in one group was one task that overran the driver's default 1 GB heap.
+        frame.to_parquet(path, index=False, row_group_size=PARQUET_ROW_GROUP)
     elif path.suffix == ".csv":
         frame.to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%S")
     else:
