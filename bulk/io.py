@@ -138,6 +138,11 @@ def _score_files(out: Path) -> list[Path]:
     return sorted(f for f in (out / SCORES).iterdir() if f.is_file() and not f.name.startswith(("_", ".")))
 
 
+def _read_column(out: Path, column: str) -> pd.Series:
+    """One score column, its part files read in name order (the order `order` arrays refer to)."""
+    return pd.concat([pd.read_parquet(f, columns=[column])[column] for f in _score_files(out)], ignore_index=True)
+
+
 def _score_columns(out: Path) -> list[str]:
     return [c for c in pq.ParquetDataset(out / SCORES).schema.names if not c.startswith("__index_level_")]
 
@@ -145,8 +150,7 @@ def _score_columns(out: Path) -> list[str]:
 def _claim_ids(out: Path) -> tuple[pd.Series, np.ndarray | None]:
     """An output's claim ids in claim id order, and the order that puts its rows so (None when its
     part files, read in name order, already are)."""
-    ids = pd.concat([pd.read_parquet(f, columns=["claim_id"])["claim_id"] for f in _score_files(out)],
-                    ignore_index=True)
+    ids = _read_column(out, "claim_id")
     if ids.is_monotonic_increasing:
         return ids, None
     ordered = ids.sort_values(kind="stable")
@@ -157,7 +161,7 @@ def _column_slices(out: Path, column: str, order: np.ndarray | None) -> Iterator
     """One score column in claim id order, COMPARED_AT_ONCE rows at a time: streamed from the part files
     when they are in claim id order, else read whole and put in order."""
     if order is not None:
-        values = pd.read_parquet(out / SCORES, columns=[column])[column]
+        values = _read_column(out, column)
         for start in range(0, len(order), COMPARED_AT_ONCE):
             yield values.iloc[order[start:start + COMPARED_AT_ONCE]].reset_index(drop=True)
         return
