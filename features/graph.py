@@ -25,7 +25,8 @@ Offline, who links through what is worked out first over the whole book (each cl
 of its values, by sorting), then the claims are taken in report order, a second at a time (claims of
 the same second never see each other), keeping the components in a union-find with each component's
 claims, claimants, report times and confirmation times. Flat integer arrays hold the links: at 1M
-claims the pass takes about 0.7 GB and 15 s (dictionaries of lists took 1.15 GB and 24 s). Online the service's history index answers the same questions
+claims the pass takes about 0.7 GB and 15 s (dictionaries of lists took 1.15 GB and 24 s).
+Online the service's history index answers the same questions
 (serving/graph_history.py); tests hold the two side by side.
 """
 
