@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,14 +61,18 @@ def spark_session(master: str | None = None, app_name: str = "claimtriage", conf
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     from pyspark.sql import SparkSession
 
+    preset = spark_defaults() | _submitted_conf()  # spark-submit's own settings win over the file's
     builder = SparkSession.builder.appName(app_name)
     if master:
         builder = builder.master(master)
-    elif "spark.master" not in _submitted_conf():
+    elif "spark.master" not in preset:
         builder = builder.master(DEFAULT_MASTER)
     settings = {"spark.sql.session.timeZone": "UTC", "spark.ui.showConsoleProgress": "false",
                 "spark.sql.execution.arrow.pyspark.enabled": "true"}
-    if "spark.driver.maxResultSize" not in _submitted_conf():
+    memory = default_driver_memory(master or preset.get("spark.master", DEFAULT_MASTER), set(preset) | set(config or {}))
+    if memory and not _jvm_started():
+        settings["spark.driver.memory"] = memory
+    if "spark.driver.maxResultSize" not in preset:
         # The ring features run on the driver over the identity columns of every claim (bulk.spark_engine):
         # Spark's default cap on what the driver collects, 1 GB, stopped a book of 10 million claims.
         # The driver's memory (spark.driver.memory, SPARK_DRIVER_MEMORY) is the real bound.
@@ -78,14 +83,80 @@ def spark_session(master: str | None = None, app_name: str = "claimtriage", conf
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     if session.sparkContext.master.startswith("local") and "spark.sql.shuffle.partitions" not in settings \
-            and "spark.sql.shuffle.partitions" not in _submitted_conf():
+            and "spark.sql.shuffle.partitions" not in preset:
         # One machine: Spark's 200 shuffle partitions would spend a small job starting tasks.
         session.conf.set("spark.sql.shuffle.partitions", str(4 * session.sparkContext.defaultParallelism))
     return session
 
 
-def _submitted_conf() -> set[str]:
+def _jvm_started() -> bool:
+    """Whether this driver's JVM runs already (spark-submit started it, or an earlier session did): its
+    heap can no longer change."""
+    from pyspark import SparkContext
+
+    return bool(os.environ.get("PYSPARK_GATEWAY_PORT")) or SparkContext._gateway is not None
+
+
+def _submitted_conf() -> dict[str, str]:
     """Spark settings spark-submit passed to this driver (it sets them as system properties)."""
     from pyspark import SparkConf
 
-    return {key for key, _ in SparkConf().getAll()}
+    return dict(SparkConf().getAll())
+
+
+def spark_defaults() -> dict[str, str]:
+    """The settings of the spark-defaults.conf that spark-submit reads when it starts the driver's JVM
+    ($SPARK_CONF_DIR, else $SPARK_HOME/conf; pyspark's own directory when neither is set)."""
+    conf_dir = os.environ.get("SPARK_CONF_DIR")
+    if not conf_dir:
+        home = os.environ.get("SPARK_HOME")
+        if not home:
+            spec = importlib.util.find_spec("pyspark")
+            home = os.path.dirname(spec.origin) if spec and spec.origin else None
+        conf_dir = os.path.join(home, "conf") if home else None
+    path = os.path.join(conf_dir, "spark-defaults.conf") if conf_dir else None
+    if not path or not os.path.isfile(path):
+        return {}
+    found = {}
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            # Java properties, as Spark reads them: "key value", "key=value" or "key:value"; # and ! comment.
+            setting = re.match(r"\s*([^#!\s=:][^\s=:]*)\s*[=:\s]\s*(.*?)\s*$", line)
+            if setting:
+                found[setting.group(1)] = setting.group(2)
+    return found
+
+
+def machine_memory() -> int:
+    """Bytes of memory this process may use: the machine's, or its container's limit when lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(limit_file, encoding="ascii") as f:
+                limit = f.read().strip()
+        except OSError:
+            continue
+        if limit.isdigit():
+            total = min(total, int(limit))
+    return total
+
+
+LOCAL_DRIVER_SHARE = 3  # a local master's JVM may take a third of the machine's memory
+
+
+def default_driver_memory(master: str, preset: set[str], memory: int | None = None) -> str | None:
+    """The driver heap to ask for (e.g. "8035m"), or None to leave Spark's own choice.
+
+    On a local master the driver's JVM runs the executors' tasks too, and Spark's default heap of 1 GB
+    ran out at a million claims (collecting the identity columns for the ring features): it gets a
+    third of the machine's memory (at least 1 GB; the driver's Python process and the Python workers
+    need the rest). Never when the driver memory is set anywhere else: the `config` passed in, by
+    spark-submit, in spark-defaults.conf, SPARK_DRIVER_MEMORY or PYSPARK_SUBMIT_ARGS; nor on a
+    cluster, whose driver is sized by whoever runs it."""
+    if not master.startswith("local") or "spark.driver.memory" in preset or os.environ.get("SPARK_DRIVER_MEMORY"):
+        return None
+    submit_args = os.environ.get("PYSPARK_SUBMIT_ARGS", "")
+    if "--driver-memory" in submit_args or "spark.driver.memory" in submit_args:
+        return None
+    memory = machine_memory() if memory is None else memory
+    return f"{max(1024, memory // LOCAL_DRIVER_SHARE // 2**20)}m"
