@@ -209,7 +209,9 @@ def counted_history(spark, valid, present: list[str], wanted: list[str], setting
         history = history_columns(narrow, counted).select("claim_id", *counted)
     if linked:
         progress("ring features (driver)", 0, 0)
-        pool = narrow.toPandas()
+        # Only what the graph reads: a provider links nothing unless a link field (and is the widest text).
+        needed = {"claim_id", *TIME_FIELDS, *PERSON_FIELDS, *settings.link_fields, OUTCOME_TIME_FIELD.name}
+        pool = narrow.select([c for c in narrow.columns if c in needed]).toPandas()
         found = graph_features(pool, None, settings, linked, report)
         rings = spark.createDataFrame(pd.DataFrame({"claim_id": pool["claim_id"].astype(object), **found}))
         history = history.join(rings, "claim_id")
