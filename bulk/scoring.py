@@ -23,7 +23,7 @@ from features.validation import show_value, validate_claims
 from models.bundle import TriageBundle
 from models.explain import MODELS, Explainer
 from serving.scoring import TOP_REASONS
-from serving.shapes import EXTRACT, RecordShapes
+from serving.shapes import EXTRACT, SOURCE_VALUE_CHARS, RecordShapes
 
 # Where each input row came from: its file (or table) and its 0-based row there (None where the
 # engine cannot know it: Spark reading CSV or a table). Carried beside the claim through validation.
@@ -85,18 +85,20 @@ class BatchPreparer:
         data = raw.drop(columns=list(POSITION))
         rejected = []
         mapped = self.extract_shaped(data.columns)
+        source = None  # the extract's own cells of the rows validated, for their problems' values
         if mapped:
             canonical, map_errors = map_frame(data, self.shapes.mapping)
             failed = np.array([bool(e) for e in map_errors], dtype=bool)
             if failed.any():
                 rejected.append(self._mapping_rejections(data, position, map_errors, failed))
+            source = data.loc[~failed].reset_index(drop=True)
             data, position = canonical.loc[~failed].reset_index(drop=True), position.loc[~failed].reset_index(drop=True)
         fields = self.fields
         if OUTCOME_TIME_FIELD.name in data.columns and OUTCOME_TIME_FIELD not in fields:
             fields += (OUTCOME_TIME_FIELD,)
         report = validate_claims(data, fields=fields, labels=self.labels, unique=False)
         if len(report.errors):
-            rejected.append(self._rejections(report.errors, position, mapped))
+            rejected.append(self._rejections(report.errors, position, mapped, source))
         names = {f.name for f in fields} | set(self.labels)
         claims = report.claims[[c for c in report.claims.columns if c in names]]
         claims = claims.join(position.loc[report.valid_mask].set_axis(claims.index)).reset_index(drop=True)
@@ -118,19 +120,28 @@ class BatchPreparer:
         mapped = bool(len(keys)) and bool(keys["_mapped"].iat[0])
         return rejected_frame([self._rejections(errors, keys[list(POSITION)], mapped)])
 
-    def _rejections(self, errors: pd.DataFrame, position: pd.DataFrame, mapped: bool) -> pd.DataFrame:
+    def _rejections(self, errors: pd.DataFrame, position: pd.DataFrame, mapped: bool,
+                    source: pd.DataFrame | None = None) -> pd.DataFrame:
         """The validator's errors with each row's place in the input; for input in the extract's shape,
-        a mapped field named by the extract columns it came from."""
+        a mapped field named by the extract columns it came from and, when it came from one column of
+        `source` (the extract's rows as read), the value that column held, as the service reports it."""
         at = errors["row"].to_numpy(dtype=np.int64)
         column, reason = errors["column"].to_numpy(dtype=object), errors["reason"].to_numpy(dtype=object)
+        value = errors["value"].to_numpy(dtype=object).copy()
         if mapped:
             named = [c in self.source_of for c in column]
+            if source is not None:
+                for k, (field, is_named) in enumerate(zip(column, named)):
+                    columns = self.source_of[field] if is_named else ()
+                    if len(columns) == 1 and columns[0] in source.columns:
+                        cell = column_text(source[columns[0]].iloc[[at[k]]])[0]
+                        value[k] = None if cell is None else cell[:SOURCE_VALUE_CHARS]
             reason = np.array([f"{r} (as {c})" if m else r for r, c, m in zip(reason, column, named)], dtype=object)
             column = np.array([", ".join(self.source_of[c]) if m else c for c, m in zip(column, named)], dtype=object)
         return pd.DataFrame({"source": position[SOURCE].to_numpy(dtype=object)[at],
                              "row": position[ROW].to_numpy(dtype=object)[at],
                              "claim_id": errors["claim_id"].to_numpy(dtype=object), "column": column,
-                             "value": errors["value"].to_numpy(dtype=object), "reason": reason})
+                             "value": value, "reason": reason})
 
     def _mapping_rejections(self, data: pd.DataFrame, position: pd.DataFrame, errors: list[list[dict]],
                             failed: np.ndarray) -> pd.DataFrame:

@@ -14,6 +14,8 @@ from features.schema import ClaimField
 
 CANONICAL = "canonical"
 EXTRACT = "extract"
+# A mapped field's error quotes its extract column's value, at most this many characters of it.
+SOURCE_VALUE_CHARS = 80
 
 
 class RecordShapes:
@@ -78,7 +80,8 @@ class RecordShapes:
                 named.append({**error, "reason": f"{error['reason']} (the mapping sets {error['field']})"})
                 continue
             value = record.get(columns[0]) if len(columns) == 1 else error["value"]
-            named.append({"field": ", ".join(columns), "value": None if value is None else str(value)[:80],
+            named.append({"field": ", ".join(columns),
+                          "value": None if value is None else str(value)[:SOURCE_VALUE_CHARS],
                           "reason": f"{error['reason']} (as {error['field']})"})
         return named
 
