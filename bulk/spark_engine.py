@@ -53,8 +53,8 @@ def score_spark(data: str, out: str, bundle: TriageBundle, about: dict, explain:
     """Score every claim of `data` (a path or a table name) into the output folder `out` on Spark."""
     spark = spark_session(master)
     raw, where = read_input(spark, data)
-    with _Watch(spark, progress):
-        return _score(spark, raw, where, out, bundle, about, explain, overwrite, progress)
+    with _Watch(spark, progress) as watch:
+        return _score(spark, raw, where, out, bundle, about, explain, overwrite, watch.announce)
 
 
 def read_input(spark, data: str):
@@ -301,12 +301,20 @@ def _pickled(bundle: TriageBundle) -> bytes:
 
 
 class _Watch:
-    """Spark's progress on stderr while a job runs: the active stages' finished and total tasks."""
+    """Spark's progress on stderr while a job runs: the active stages' finished and total tasks, each
+    stage named by the step the engine last announced (`announce`): Spark's own names for the stages
+    of DataFrame work are the JVM's call sites, such as "$anonfun$withThreadLocalCaptured$1"."""
 
     def __init__(self, spark, progress: Progress, every: float = 10.0):
         self.tracker = spark.sparkContext.statusTracker()
         self.progress, self.every = progress, every
+        self.step = "start"
         self.done = threading.Event()
+
+    def announce(self, step: str, done: int, total: int) -> None:
+        """The engine's progress: passed on, and remembered to name the stages that follow."""
+        self.step = step
+        self.progress(step, done, total)
 
     def __enter__(self):
         self.thread = threading.Thread(target=self._run, name="spark-progress", daemon=True)
@@ -322,8 +330,7 @@ class _Watch:
             for stage_id in self.tracker.getActiveStageIds():
                 info = self.tracker.getStageInfo(stage_id)
                 if info is not None:
-                    self.progress(f"spark stage {stage_id} ({info.name.split(' at ')[0]}) tasks",
-                                  info.numCompletedTasks, info.numTasks)
+                    self.progress(f"{self.step}: spark stage {stage_id}, tasks", info.numCompletedTasks, info.numTasks)
 
 
 def _staging(spark, out: str, overwrite: bool):

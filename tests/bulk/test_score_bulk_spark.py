@@ -157,3 +157,21 @@ def test_output_on_a_hadoop_filesystem_is_moved_into_place_whole(spark, tmp_path
         spark.range(7).write.parquet(f"{folder}/scores")
     assert spark.read.parquet(f"{out}/scores").count() == 7
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary or retired folder left
+
+
+def test_progress_names_spark_stages_by_the_step_announced(spark):
+    # Spark names a DataFrame job's stages by JVM call sites ("$anonfun$withThreadLocalCaptured$1"):
+    # the progress lines name them by the engine's own step instead.
+    import time
+
+    from bulk.spark_engine import _Watch
+
+    lines = []
+    with _Watch(spark, lambda stage, done, total: lines.append((stage, done, total)), every=0.05) as watch:
+        watch.announce("counting slowly", 0, 0)
+        spark.sparkContext.parallelize(range(4), 4).map(lambda x: time.sleep(0.4) or x).count()
+    assert lines[0] == ("counting slowly", 0, 0)
+    stages = lines[1:]
+    assert stages, "no stage was reported while the job ran"
+    assert all(stage.startswith("counting slowly: spark stage ") and stage.endswith(", tasks") and total == 4
+               and 0 <= done <= 4 for stage, done, total in stages), stages
