@@ -188,7 +188,8 @@ def stage_seconds(lines: list[tuple[float, str]], total: float) -> dict[str, flo
     starts = [(0.0, "start")]
     for at, line in lines:
         match = STAGE.match(line)
-        if match and not match.group(1).startswith("spark stage") and match.group(1) != starts[-1][1]:
+        # Spark's stage lines ("validate: spark stage 56, tasks: ...") carry their step's name first.
+        if match and match.group(1) != starts[-1][1]:
             starts.append((at, match.group(1)))
     ends = [at for at, _ in starts[1:]] + [total]
     return {name: round(end - at, 1) for (at, name), end in zip(starts, ends)}
