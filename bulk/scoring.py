@@ -131,11 +131,12 @@ class BatchPreparer:
         if mapped:
             named = [c in self.source_of for c in column]
             if source is not None:
-                for k, (field, is_named) in enumerate(zip(column, named)):
-                    columns = self.source_of[field] if is_named else ()
+                for field in {c for c, m in zip(column, named) if m}:
+                    columns = self.source_of[field]
                     if len(columns) == 1 and columns[0] in source.columns:
-                        cell = column_text(source[columns[0]].iloc[[at[k]]])[0]
-                        value[k] = None if cell is None else cell[:SOURCE_VALUE_CHARS]
+                        these = np.flatnonzero(column == field)
+                        cells = column_text(source[columns[0]].iloc[at[these]])
+                        value[these] = [None if cell is None else cell[:SOURCE_VALUE_CHARS] for cell in cells]
             reason = np.array([f"{r} (as {c})" if m else r for r, c, m in zip(reason, column, named)], dtype=object)
             column = np.array([", ".join(self.source_of[c]) if m else c for c, m in zip(column, named)], dtype=object)
         return pd.DataFrame({"source": position[SOURCE].to_numpy(dtype=object)[at],
