@@ -127,10 +127,13 @@ def spark_defaults() -> dict[str, str]:
     return found
 
 
+CGROUP_LIMIT_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # v2, v1
+
+
 def machine_memory() -> int:
     """Bytes of memory this process may use: the machine's, or its container's limit when lower."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    for limit_file in CGROUP_LIMIT_FILES:
         try:
             with open(limit_file, encoding="ascii") as f:
                 limit = f.read().strip()

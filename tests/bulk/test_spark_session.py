@@ -48,9 +48,17 @@ def test_spark_defaults_conf_is_read_as_spark_reads_it(tmp_path, monkeypatch):
     assert spark_defaults() == {}
 
 
-def test_the_container_limit_bounds_the_machines_memory():
-    machine = session_module.machine_memory()
-    assert 0 < machine <= session_module.os.sysconf("SC_PAGE_SIZE") * session_module.os.sysconf("SC_PHYS_PAGES")
+def test_the_container_limit_bounds_the_machines_memory(tmp_path, monkeypatch):
+    physical = session_module.os.sysconf("SC_PAGE_SIZE") * session_module.os.sysconf("SC_PHYS_PAGES")
+    unlimited, limited = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    unlimited.write_text("max\n")
+    limited.write_text(f"{physical // 4}\n")
+    monkeypatch.setattr(session_module, "CGROUP_LIMIT_FILES", (str(unlimited), str(tmp_path / "absent")))
+    assert session_module.machine_memory() == physical  # "max" and a missing file limit nothing
+    monkeypatch.setattr(session_module, "CGROUP_LIMIT_FILES", (str(unlimited), str(limited)))
+    assert session_module.machine_memory() == physical // 4
+    limited.write_text(f"{physical * 4}\n")  # a limit above the machine's memory is no limit
+    assert session_module.machine_memory() == physical
 
 
 def test_the_local_session_runs_with_the_memory_it_asked_for(spark):
