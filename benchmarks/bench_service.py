@@ -152,7 +152,7 @@ def main() -> None:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     if args.only_detectors or args.only_weighting:
-        (compare_detectors if args.only_detectors else compare_weighting)(args, home, env, book, key, serve)
+        (compare_detectors if args.only_detectors else compare_weighting)(args, home, book, serve)
         return
     ours = serve("serving.service:ClaimTriage", ours_port)
     alone = serve("serving.service:ClaimTriage", alone_port, CLAIMTRIAGE_CONFIG=str(home / "alone.toml"),
@@ -205,7 +205,7 @@ def main() -> None:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def compare_detectors(args, home: Path, env: dict, book, key: str, serve) -> None:
+def compare_detectors(args, home: Path, book, serve) -> None:
     """/score of the champion beside a version trained on the same claims with the isolation forest as
     its anomaly detector (issue #15: the detector may not grow /score's p99 by more than 10%)."""
     compare_training(args, home, book, serve, "anomaly_detector", "forest", "tails",
@@ -213,7 +213,7 @@ def compare_detectors(args, home: Path, env: dict, book, key: str, serve) -> Non
                      "issue #15: p99 may not grow by more than 10%")
 
 
-def compare_weighting(args, home: Path, env: dict, book, key: str, serve) -> None:
+def compare_weighting(args, home: Path, book, serve) -> None:
     """/score of the champion (fraud not up-weighted: more, shallower-stopping trees) beside a version
     trained on the same claims with the rare class up-weighted, the release before."""
     compare_training(args, home, book, serve, "reweight_rare_class", True, False,
